@@ -1,0 +1,8 @@
+# The two commands of the README. Both install what they need into .venv first.
+.PHONY: run test
+
+run:
+	scripts/run.sh
+
+test:
+	scripts/test.sh

@@ -1,0 +1,184 @@
+"""`Client`: the thread-based SDK entry point. `track()` validates cheaply and enqueues.
+
+`track()` never blocks on the network and raises only for programmer errors; everything after
+enqueue runs on the worker thread and is reported through counters, logs and `on_error`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import logging
+import platform
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+from capture_sdk._buffer import EventBuffer
+from capture_sdk._errors import ConfigurationError, InvalidEventError
+from capture_sdk._events import ClientStats, DroppedEvent, QueuedEvent
+from capture_sdk._ids import uuid7
+from capture_sdk._retry import RetryPolicy
+from capture_sdk._transport import HttpTransport, Transport
+from capture_sdk._version import __version__
+from capture_sdk._worker import Counters, Worker
+
+log = logging.getLogger("capture_sdk")
+
+LIBRARY = {"name": "capture-sdk-python", "version": __version__}
+RUNTIME = {"name": platform.python_implementation().lower(), "version": platform.python_version()}
+
+
+class Client:
+    """Batches events in the background and POSTs them to the collector.
+
+    >>> client = Client("http://127.0.0.1:8080")
+    >>> client.track("track_played", {"track_id": "t1", "artist_id": "a1", "position_ms": 0},
+    ...              version=1, user_id="u-42")
+    """
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        *,
+        write_key: str | None = None,
+        transport: Transport | None = None,
+        batch_size: int = 100,
+        flush_interval_s: float = 1.0,
+        max_queue_size: int = 10_000,
+        gzip: bool = True,
+        request_timeout_s: float = 10.0,
+        retry: RetryPolicy | None = None,
+        on_error: Callable[[Sequence[DroppedEvent]], None] | None = None,
+        exit_timeout_s: float = 5.0,
+    ) -> None:
+        if transport is None:
+            if endpoint is None:
+                raise ConfigurationError("Client needs an endpoint URL (or a transport)")
+            transport = HttpTransport(endpoint, timeout_s=request_timeout_s)
+        for name, value in (
+            ("batch_size", batch_size),
+            ("max_queue_size", max_queue_size),
+            ("flush_interval_s", flush_interval_s),
+            ("exit_timeout_s", exit_timeout_s),
+        ):
+            if value <= 0:
+                raise ConfigurationError(f"{name} must be > 0, got {value!r}")
+        self._on_error = on_error
+        self._exit_timeout_s = exit_timeout_s
+        self._counters = Counters()
+        self._buffer: EventBuffer[QueuedEvent] = EventBuffer(max_queue_size, batch_size)
+        self._transport = transport
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": f"capture-sdk-python/{__version__}",
+        }
+        if write_key:
+            headers["Authorization"] = f"Bearer {write_key}"
+        self._worker = Worker(
+            buffer=self._buffer,
+            transport=transport,
+            policy=retry or RetryPolicy(),
+            counters=self._counters,
+            report=self._report,
+            headers=headers,
+            flush_interval_s=flush_interval_s,
+            use_gzip=gzip,
+        )
+        self._worker.start()
+        self._closed = False
+        atexit.register(self._at_exit)
+
+    def track(
+        self,
+        event: str,
+        properties: Mapping[str, Any] | msgspec.Struct | None = None,
+        *,
+        version: int = 1,
+        user_id: str | None = None,
+        anonymous_id: str | None = None,
+        occurred_at: dt.datetime | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Queue one event and return its event_id (kept across retries, for dedup)."""
+        if not isinstance(event, str) or not event:
+            raise InvalidEventError(f"event must be a non-empty string, got {event!r}")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise InvalidEventError(f"version must be an int >= 1, got {version!r}")
+        if user_id is None and anonymous_id is None:
+            raise InvalidEventError(f"{event}: give user_id or anonymous_id (or both)")
+        if properties is None:
+            properties = {}
+        elif not isinstance(properties, Mapping | msgspec.Struct):
+            raise InvalidEventError(f"{event}: properties must be a mapping or a msgspec Struct")
+        if occurred_at is None:
+            occurred_at = dt.datetime.now(dt.UTC)
+        elif occurred_at.tzinfo is None:
+            raise InvalidEventError(f"{event}: occurred_at must be timezone-aware")
+        queued = QueuedEvent(
+            event=event,
+            version=version,
+            event_id=str(uuid7()),
+            occurred_at=occurred_at.isoformat(timespec="milliseconds"),
+            properties=properties,
+            user_id=user_id,
+            anonymous_id=anonymous_id,
+            context={"library": LIBRARY, "runtime": RUNTIME, **(context or {})},
+        )
+        if self._buffer.put(queued):
+            self._counters.add("enqueued")
+        else:
+            reason = "client_closed" if self._buffer.closed else "queue_full"
+            self._counters.drop(reason)
+            detail = "client is shut down" if reason == "client_closed" else "queue is full"
+            self._report(
+                [
+                    DroppedEvent(
+                        event_id=queued.event_id,
+                        event=event,
+                        version=version,
+                        reason=reason,
+                        detail=detail,
+                    )
+                ]
+            )
+        return queued.event_id
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Send everything queued so far; True if all of it was delivered or dropped in time."""
+        return self._buffer.wait_done(timeout_s)
+
+    def shutdown(self, timeout_s: float = 10.0) -> bool:
+        """Flush within `timeout_s`, then stop the worker; later `track()` calls are dropped."""
+        if self._closed:
+            return True
+        self._closed = True
+        atexit.unregister(self._at_exit)
+        self._buffer.close()
+        flushed = self._buffer.wait_done(timeout_s * 0.9)
+        if not flushed:
+            self._worker.abort()
+        self._worker.join(timeout_s * 0.1 if flushed else max(timeout_s * 0.1, 0.5))
+        self._transport.close()
+        return flushed
+
+    def stats(self) -> ClientStats:
+        return self._counters.snapshot(self._buffer.depth)
+
+    def _at_exit(self) -> None:
+        self.shutdown(self._exit_timeout_s)
+
+    def _report(self, dropped: Sequence[DroppedEvent]) -> None:
+        if self._on_error is None:
+            return
+        try:
+            self._on_error(dropped)
+        except Exception:  # a broken callback must not break delivery
+            log.exception("capture_sdk on_error callback raised")
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()

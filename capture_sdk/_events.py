@@ -1,0 +1,57 @@
+"""What the SDK queues and what it reports: plain msgspec Structs, no behaviour."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+# Why an event accepted by track() was not delivered: a bounded set, used as counter keys.
+DropReason = Literal[
+    "queue_full",  # the in-memory queue was at max_queue_size
+    "client_closed",  # track() after shutdown()
+    "unserializable",  # properties could not be encoded as JSON
+    "rejected",  # the collector dead-lettered it (schema validation); never retried
+    "collector_refused",  # the collector refused the batch as a whole (4xx other than 408/429)
+    "retries_exhausted",  # no success within max_retry_time_s
+    "shutdown",  # still undelivered when shutdown's deadline passed
+]
+DROP_REASONS: tuple[str, ...] = DropReason.__args__  # type: ignore[attr-defined]
+
+
+class QueuedEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One event as it goes on the wire; encoded by the worker thread, not by track()."""
+
+    event: str
+    version: int
+    event_id: str
+    occurred_at: str
+    properties: Any
+    user_id: str | None = None
+    anonymous_id: str | None = None
+    context: dict[str, Any] | None = None
+
+
+class FieldError(msgspec.Struct, frozen=True):
+    path: str
+    message: str
+
+
+class DroppedEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """Given to `on_error` for every event that will not be delivered, with the reason."""
+
+    event_id: str
+    event: str
+    version: int
+    reason: str
+    detail: str
+    errors: tuple[FieldError, ...] = ()
+
+
+class ClientStats(msgspec.Struct, frozen=True, kw_only=True):
+    enqueued: int
+    sent: int
+    rejected: int
+    retried: int
+    dropped: dict[str, int]
+    queue_depth: int

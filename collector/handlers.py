@@ -1,0 +1,153 @@
+"""HTTP edge: run the pipeline per request and fold per-event results into one status.
+
+handler -> decode -> validate -> enrich -> route -> Sink.publish -> response. The answer is 200
+only when the sink acknowledged every record of the request (accepted and dead-lettered alike);
+otherwise 503 + Retry-After and the client retries the whole batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from collector import keys
+from collector.decoding import check_content_type, decode_envelope, read_body
+from collector.enrichment import enrich
+from collector.errors import CollectorError, SinkUnavailable
+from collector.model import BatchResponse, ErrorBody, Rejected
+from collector.routing import route
+from collector.sinks.base import Outcome
+from collector.validation import validate_batch
+
+log = logging.getLogger(__name__)
+
+_encoder = msgspec.json.Encoder()
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+HTTP_REASONS = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+
+
+def json_response(payload: msgspec.Struct, *, status: int = 200) -> web.Response:
+    return web.Response(
+        body=_encoder.encode(payload), status=status, content_type="application/json"
+    )
+
+
+def error_response(
+    status: int, reason: str, detail: str, *, retry_after_s: int | None = None
+) -> web.Response:
+    response = json_response(ErrorBody(error=reason, detail=detail), status=status)
+    if retry_after_s is not None:
+        response.headers["Retry-After"] = str(retry_after_s)
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The one place where errors become HTTP responses; also counts every request."""
+    metrics = request.app[keys.METRICS]
+    resource = request.match_info.route.resource
+    route_label = resource.canonical if resource is not None else "unmatched"
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except CollectorError as exc:
+        retry_after = exc.retry_after_s if isinstance(exc, SinkUnavailable) else None
+        if exc.status >= 500:
+            log.warning(
+                "%s %s -> %d %s: %s",
+                request.method,
+                request.path,
+                exc.status,
+                exc.reason,
+                exc.detail,
+            )
+        response = error_response(exc.status, exc.reason, exc.detail, retry_after_s=retry_after)
+        metrics.request_errors.labels(exc.reason).inc()
+    except web.HTTPException as exc:
+        reason = HTTP_REASONS.get(exc.status, "bad_request")
+        response = error_response(exc.status, reason, exc.reason)
+        metrics.request_errors.labels(reason).inc()
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        response = error_response(500, "internal_error", "unexpected error; see the collector log")
+        metrics.request_errors.labels("internal_error").inc()
+    metrics.requests.labels(route_label, str(response.status)).inc()
+    metrics.request_seconds.labels(route_label).observe(time.perf_counter() - started)
+    return response
+
+
+async def handle_batch(request: web.Request) -> web.Response:
+    app = request.app
+    settings = app[keys.SETTINGS]
+    metrics = app[keys.METRICS]
+    sink = app[keys.SINK]
+    check_content_type(request)
+    body = await read_body(
+        request,
+        max_body_bytes=settings.max_body_bytes,
+        max_decompressed_bytes=settings.max_decompressed_bytes,
+    )
+    envelope = decode_envelope(body)
+    verdict = validate_batch(envelope.batch, app[keys.SCHEMAS])
+    received_at = app[keys.CLOCK]()
+    accepted = [enrich(event, received_at=received_at) for event in verdict.valid]
+    records = route(accepted, verdict.invalid, topics=app[keys.TOPICS], received_at=received_at)
+
+    started = time.perf_counter()
+    outcomes = await sink.publish(records, timeout_s=settings.sink_timeout_s)
+    metrics.sink_publish_seconds.labels(sink.name).observe(time.perf_counter() - started)
+    if any(outcome is not Outcome.OK for outcome in outcomes):
+        for event in verdict.valid:
+            metrics.events.labels(metrics.event_label(event.envelope.event), "failed").inc()
+        retriable = any(outcome is Outcome.RETRIABLE for outcome in outcomes)
+        raise SinkUnavailable(
+            f"the {sink.name} sink did not acknowledge {sum(o is not Outcome.OK for o in outcomes)}"
+            f" of {len(records)} records; nothing in this request was accepted, retry it",
+            retry_after_s=settings.retry_after_s,
+            reason="sink_unavailable" if retriable else "sink_rejected",
+        )
+
+    for event in verdict.valid:
+        metrics.events.labels(metrics.event_label(event.envelope.event), "accepted").inc()
+    rejected = []
+    for invalid in verdict.invalid:
+        name = invalid.envelope.event if invalid.envelope is not None else None
+        metrics.events.labels(metrics.event_label(name), "rejected").inc()
+        metrics.rejections.labels(invalid.reason).inc()
+        rejected.append(
+            Rejected(
+                index=invalid.index,
+                event_id=invalid.event_id,
+                reason=invalid.reason,
+                errors=invalid.errors,
+            )
+        )
+    return json_response(BatchResponse(accepted=len(accepted), rejected=rejected))
+
+
+async def handle_healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def handle_readyz(request: web.Request) -> web.Response:
+    sink = request.app[keys.SINK]
+    ready = await sink.ready()
+    request.app[keys.METRICS].sink_ready.labels(sink.name).set(1 if ready else 0)
+    if not ready:
+        raise SinkUnavailable(
+            f"the {sink.name} sink cannot accept events now",
+            retry_after_s=request.app[keys.SETTINGS].retry_after_s,
+        )
+    return web.json_response({"status": "ready", "sink": sink.name})
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[keys.METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

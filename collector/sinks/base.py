@@ -1,0 +1,47 @@
+"""The sink interface: publish records, answer one outcome per record, never raise for delivery.
+
+A sink must return from `publish` by its deadline; a record it could not confirm by then is
+RETRIABLE. Folding outcomes into an HTTP status is the handler's job, not the sink's.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Sequence
+
+import msgspec
+
+
+class Record(msgspec.Struct, frozen=True, kw_only=True):
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+    timestamp_ms: int
+
+
+class Outcome(enum.Enum):
+    OK = "ok"  # durably accepted (Kafka acks=all, or fsynced)
+    RETRIABLE = "retriable"  # not accepted now; the same record may succeed later
+    FATAL = "fatal"  # the sink will never accept this record
+
+
+class Sink(abc.ABC):
+    """Start/stop around the app's life; `publish` is called concurrently by many requests."""
+
+    name: str = "sink"
+
+    async def start(self) -> None:  # noqa: B027  # optional hook
+        """Connect or open; may leave the sink not ready (publish then answers RETRIABLE)."""
+
+    async def stop(self) -> None:  # noqa: B027  # optional hook
+        """Flush what is in flight and release resources."""
+
+    @abc.abstractmethod
+    async def publish(self, records: Sequence[Record], *, timeout_s: float) -> list[Outcome]:
+        """Return one outcome per record, in order, within `timeout_s`."""
+
+    @abc.abstractmethod
+    async def ready(self) -> bool:
+        """Whether a publish now could succeed (drives /readyz)."""

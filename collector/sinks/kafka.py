@@ -1,0 +1,144 @@
+"""Kafka sink: one long-lived idempotent aiokafka producer (acks=all) per process.
+
+aiokafka has no delivery timeout of its own, so every publish is bounded here by the caller's
+deadline; a record not acknowledged by then is RETRIABLE (it may still land later: duplicates
+are allowed by the at-least-once contract, loss is not). Never blocks past the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from collector.sinks.base import Outcome, Record, Sink
+
+log = logging.getLogger(__name__)
+
+# How long /readyz may spend asking whether a broker connection can be made.
+READY_CHECK_TIMEOUT_S = 1.0
+# Pause between attempts to start the producer while no broker answers.
+START_RETRY_S = 1.0
+
+
+def _classify(exc: BaseException | None) -> Outcome:
+    if exc is None:
+        return Outcome.OK
+    if isinstance(exc, KafkaError) and not exc.retriable:
+        return Outcome.FATAL
+    return Outcome.RETRIABLE
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    # A delivery that fails after its request gave up must not log "exception never retrieved".
+    if not future.cancelled():
+        future.exception()
+
+
+class KafkaSink(Sink):
+    name = "kafka"
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        client_id: str = "event-capture-collector",
+        compression_type: str | None = "gzip",
+        linger_ms: int = 5,
+        request_timeout_ms: int = 10_000,
+    ) -> None:
+        self._options: dict[str, Any] = {
+            "bootstrap_servers": bootstrap_servers,
+            "client_id": client_id,
+            "acks": "all",
+            "enable_idempotence": True,
+            "compression_type": compression_type,
+            "linger_ms": linger_ms,
+            "request_timeout_ms": request_timeout_ms,
+        }
+        self._producer: AIOKafkaProducer | None = None
+        self._starter: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start the producer; if no broker answers yet, keep trying in the background."""
+        try:
+            await self._start_producer()
+        except KafkaError as exc:
+            log.warning("kafka not reachable at start (%s); retrying in the background", exc)
+            self._starter = asyncio.create_task(self._keep_starting(), name="kafka-sink-start")
+
+    async def _start_producer(self) -> None:
+        producer = AIOKafkaProducer(**self._options)
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        self._producer = producer
+
+    async def _keep_starting(self) -> None:
+        while self._producer is None:
+            await asyncio.sleep(START_RETRY_S)
+            try:
+                await self._start_producer()
+            except KafkaError as exc:
+                log.debug("kafka still not reachable: %s", exc)
+        log.info("kafka producer started")
+
+    async def stop(self) -> None:
+        if self._starter is not None:
+            self._starter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._starter
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    async def ready(self) -> bool:
+        producer = self._producer
+        if producer is None:
+            return False
+        client = producer.client
+        for broker in client.cluster.brokers():
+            with contextlib.suppress(TimeoutError, KafkaError, OSError):
+                async with asyncio.timeout(READY_CHECK_TIMEOUT_S):
+                    if await client.ready(broker.nodeId):
+                        return True
+        return False
+
+    async def publish(self, records: Sequence[Record], *, timeout_s: float) -> list[Outcome]:
+        producer = self._producer
+        outcomes = [Outcome.RETRIABLE] * len(records)
+        if producer is None or not records:
+            return outcomes
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            async with asyncio.timeout(timeout_s):
+                for record in records:
+                    future = await producer.send(
+                        record.topic,
+                        record.value,
+                        key=record.key,
+                        headers=list(record.headers),
+                        timestamp_ms=record.timestamp_ms,
+                    )
+                    future.add_done_callback(_retrieve)
+                    futures.append(future)
+                await asyncio.wait(futures)
+        except TimeoutError:
+            log.warning(
+                "kafka did not acknowledge %d records within %.1fs", len(records), timeout_s
+            )
+        except KafkaError as exc:
+            # send() itself failed (buffer full, unknown topic, producer closing)
+            log.warning("kafka send failed: %r", exc)
+            outcomes[len(futures)] = _classify(exc)
+        for i, future in enumerate(futures):
+            if future.done() and not future.cancelled():
+                outcomes[i] = _classify(future.exception())
+        return outcomes
