@@ -4,7 +4,8 @@
     ├── BadRequest                 400 (malformed_json, invalid_envelope, invalid_gzip)
     ├── PayloadTooLarge            413 body_too_large
     ├── UnsupportedMediaType       415 (unsupported_encoding, unsupported_content_type)
-    └── SinkUnavailable            503 sink_unavailable, with Retry-After
+    ├── SinkUnavailable            503 sink_unavailable, with Retry-After
+    └── SinkRejected               500 sink_rejected (the sink refused a record for good)
 
 `handlers.error_middleware` is the one place that turns these into JSON responses. The
 `reason` values form a bounded set because they are used as metric labels.
@@ -55,6 +56,14 @@ class SinkUnavailable(CollectorError):
     def __init__(self, detail: str, *, retry_after_s: int, reason: str | None = None) -> None:
         super().__init__(detail, reason=reason)
         self.retry_after_s = retry_after_s
+
+
+class SinkRejected(CollectorError):
+    """The sink answered FATAL for a record (e.g. too large for the broker); not acknowledged."""
+
+    status = 500
+    reason = "sink_rejected"
+    retriable = False
 
 
 REASONS = frozenset(

@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from collector import keys
 from collector.decoding import check_content_type, decode_envelope, read_body
 from collector.enrichment import enrich
-from collector.errors import CollectorError, SinkUnavailable
+from collector.errors import CollectorError, SinkRejected, SinkUnavailable
 from collector.model import BatchResponse, ErrorBody, Rejected
 from collector.routing import route
 from collector.sinks.base import Outcome
@@ -106,13 +106,14 @@ async def handle_batch(request: web.Request) -> web.Response:
     if any(outcome is not Outcome.OK for outcome in outcomes):
         for event in verdict.valid:
             metrics.events.labels(metrics.event_label(event.envelope.event), "failed").inc()
-        retriable = any(outcome is Outcome.RETRIABLE for outcome in outcomes)
-        raise SinkUnavailable(
-            f"the {sink.name} sink did not acknowledge {sum(o is not Outcome.OK for o in outcomes)}"
-            f" of {len(records)} records; nothing in this request was accepted, retry it",
-            retry_after_s=settings.retry_after_s,
-            reason="sink_unavailable" if retriable else "sink_rejected",
+        failed = sum(outcome is not Outcome.OK for outcome in outcomes)
+        detail = (
+            f"the {sink.name} sink did not acknowledge {failed} of {len(records)} records;"
+            " nothing in this request was accepted"
         )
+        if any(outcome is Outcome.RETRIABLE for outcome in outcomes):
+            raise SinkUnavailable(detail + ", retry it", retry_after_s=settings.retry_after_s)
+        raise SinkRejected(detail + " and the sink refused it for good")
 
     for event in verdict.valid:
         metrics.events.labels(metrics.event_label(event.envelope.event), "accepted").inc()

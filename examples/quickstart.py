@@ -31,12 +31,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     client.track(
         "track_played",
-        {"track_id": "4iV5W9uYEdYUVa79Axb7Rh", "artist_id": "a-1", "position_ms": 5_200, "shuffle": True},
+        {
+            "track_id": "4iV5W9uYEdYUVa79Axb7Rh",
+            "artist_id": "a-1",
+            "position_ms": 5_200,
+            "shuffle": True,
+        },
         version=2,
         user_id=user,
     )
-    client.track("page_viewed", {"path": "/artist/a-1/audience", "title": "Audience"}, anonymous_id="anon-7")
-    client.track("artist_profile_viewed", {"artist_id": "a-1", "section": "audience", "range_days": 28}, user_id="artist-a-1")
+    client.track(
+        "page_viewed", {"path": "/artist/a-1/audience", "title": "Audience"}, anonymous_id="anon-7"
+    )
+    client.track(
+        "artist_profile_viewed",
+        {"artist_id": "a-1", "section": "audience", "range_days": 28},
+        user_id="artist-a-1",
+    )
     client.track(
         "playlist_updated",
         {
@@ -48,14 +59,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         user_id="curator-3",
     )
     # Invalid on purpose: a negative position. The collector dead-letters it with the reason.
-    client.track("track_played", {"track_id": "x", "artist_id": "a-1", "position_ms": -5}, user_id=user)
+    client.track(
+        "track_played", {"track_id": "x", "artist_id": "a-1", "position_ms": -5}, user_id=user
+    )
     delivered = client.shutdown(timeout_s=15)
 
     stats = client.stats()
-    print(f"sdk: enqueued={stats.enqueued} sent={stats.sent} rejected={stats.rejected} flushed={delivered}")
+    counts = f"enqueued={stats.enqueued} sent={stats.sent} rejected={stats.rejected}"
+    print(f"sdk: {counts} flushed={delivered}")
     for event in dropped:
         errors = "; ".join(f"{e.path}: {e.message}" for e in event.errors)
-        print(f"sdk: {event.event} v{event.version} {event.event_id} {event.reason}: {errors or event.detail}")
+        name = f"{event.event} v{event.version} {event.event_id}"
+        print(f"sdk: {name} {event.reason}: {errors or event.detail}")
     data_dir = Path(args.data_dir)
     print(f"collector file sink ({data_dir.resolve()}):")
     for log_file in sorted(data_dir.glob("*.jsonl")):
