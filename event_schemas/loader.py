@@ -22,7 +22,8 @@ PLAN_DIR = Path(__file__).resolve().parent / "plan"
 
 EVENT_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 VERSION_FILE_RE = re.compile(r"^v([1-9][0-9]{0,3})\.json$")
-PROPERTY_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# Identifiers, so that each property is a Struct field; a leading "__" would clash with Python.
+PROPERTY_NAME_RE = re.compile(r"^(?!__)[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 # Keywords that only describe and never constrain.
 ANNOTATION_KEYWORDS = frozenset({"$schema", "$id", "$comment", "title", "description", "examples"})
@@ -116,7 +117,10 @@ def load_registry(root: Path | str | None = None) -> SchemaRegistry:
             raise SchemaLoadError(event_dir, "", "expected only <event>/ directories here")
         if not EVENT_NAME_RE.match(event_dir.name):
             raise SchemaLoadError(event_dir, "", "event names are lower snake_case, <= 64 chars")
-        for file in sorted(p for p in event_dir.iterdir() if not p.name.startswith(".")):
+        files = sorted(p for p in event_dir.iterdir() if not p.name.startswith("."))
+        if not files:
+            raise SchemaLoadError(event_dir, "", "an event directory holds at least v1.json")
+        for file in files:
             match = VERSION_FILE_RE.match(file.name)
             if match is None:
                 raise SchemaLoadError(file, "", "schema files are named v<N>.json, N >= 1")
@@ -136,7 +140,13 @@ def load_schema_file(file: Path, event: str, version: int) -> EventSchema:
     if document.get("type") != "object" or "properties" not in document:
         raise SchemaLoadError(file, "", 'an event schema is `"type": "object"` with properties')
     compiler = _Compiler(file, _struct_name(event, version))
-    properties_type = compiler.compile(document, "")
+    try:
+        properties_type = compiler.compile(document, "")
+        decoder = msgspec.json.Decoder(properties_type)
+    except (TypeError, ValueError, NotImplementedError) as exc:
+        # msgspec refuses some values the JSON checks above let through (e.g. a fractional
+        # minimum on an integer, bounds beyond 64 bits); say so with the file name.
+        raise SchemaLoadError(file, "", f"cannot compile: {exc}") from exc
     assert isinstance(properties_type, type)
     assert issubclass(properties_type, msgspec.Struct)
     return EventSchema(
@@ -145,7 +155,7 @@ def load_schema_file(file: Path, event: str, version: int) -> EventSchema:
         file=file,
         document=document,
         properties_type=properties_type,
-        decoder=msgspec.json.Decoder(properties_type),
+        decoder=decoder,
     )
 
 
@@ -166,9 +176,15 @@ class _Compiler:
     def compile(self, node: object, pointer: str) -> Any:
         if not isinstance(node, dict):
             raise self.error(pointer, "a schema is a JSON object")
+        for key in node:
+            if key not in ANNOTATION_KEYWORDS and key not in CONSTRAINT_KEYWORDS:
+                raise self.error(pointer, f"unsupported keyword `{key}`")
         types = self._types(node, pointer)
         self._check_keywords(node, pointer, types)
         if "enum" in node:
+            extra = set(node) - ANNOTATION_KEYWORDS - {"enum", "type"}
+            if extra:
+                raise self.error(pointer, f"`enum` does not combine with {sorted(extra)}")
             return self._enum(node, pointer, types)
         options = [self._compile_type(t, node, pointer) for t in types]
         return options[0] if len(options) == 1 else Union[tuple(options)]  # noqa: UP007
@@ -188,9 +204,7 @@ class _Compiler:
         for key in node:
             if key in ANNOTATION_KEYWORDS:
                 continue
-            applies_to = CONSTRAINT_KEYWORDS.get(key)
-            if applies_to is None:
-                raise self.error(pointer, f"unsupported keyword `{key}`")
+            applies_to = CONSTRAINT_KEYWORDS[key]
             if "*" not in applies_to and not applies_to.intersection(types):
                 raise self.error(pointer, f"keyword `{key}` does not apply to type {types}")
 
@@ -300,6 +314,8 @@ class _Compiler:
             child_type = self.compile(child, f"{pointer}/properties/{name}")
             attr = f"{name}_" if keyword.iskeyword(name) else name
             if attr != name:
+                if attr in properties:
+                    raise self.error(f"{pointer}/properties/{name}", f"clashes with `{attr}`")
                 renames[attr] = name
             if name in required:
                 fields.append((attr, child_type))

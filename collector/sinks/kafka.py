@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 READY_CHECK_TIMEOUT_S = 1.0
 # Pause between attempts to start the producer while no broker answers.
 START_RETRY_S = 1.0
+# aiokafka's stop() flushes pending batches and can wait forever while no broker answers
+# (aio-libs/aiokafka#1101); shutdown must not.
+STOP_TIMEOUT_S = 10.0
 
 
 def _classify(exc: BaseException | None) -> Outcome:
@@ -97,7 +100,15 @@ class KafkaSink(Sink):
                 await self._starter
         producer, self._producer = self._producer, None
         if producer is not None:
-            await producer.stop()
+            try:
+                async with asyncio.timeout(STOP_TIMEOUT_S):
+                    await producer.stop()
+            except TimeoutError:
+                log.error(
+                    "kafka producer did not stop within %.0fs; abandoning records that were"
+                    " never acknowledged (their requests were answered 503)",
+                    STOP_TIMEOUT_S,
+                )
 
     async def ready(self) -> bool:
         producer = self._producer
