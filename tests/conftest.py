@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Iterator
 
@@ -40,13 +42,48 @@ async def start_collector(settings: Settings, sink: Sink, schemas: SchemaRegistr
     return client
 
 
+class LoopBlockGuard:
+    """Measures how late the event loop wakes a 10 ms sleeper; a blocked loop shows as lag.
+
+    The bound is loose on purpose (shared 2-core machines): it catches handlers that block
+    the loop on I/O or on a lock, not a slow callback.
+    """
+
+    TICK_S = 0.01
+    MAX_LAG_S = 0.5
+
+    def __init__(self) -> None:
+        self.max_lag_s = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(self.TICK_S)
+            self.max_lag_s = max(self.max_lag_s, loop.time() - before - self.TICK_S)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._watch())
+
+    async def stop(self) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
 @pytest.fixture
 async def collector(memory_sink: MemorySink, schemas: SchemaRegistry) -> AsyncIterator[HttpClient]:
-    client = await start_collector(
-        Settings(sink="memory", sink_timeout_s=0.5), memory_sink, schemas
-    )
+    """The collector on the in-memory sink; the test fails if anything blocked its loop."""
+    guard = LoopBlockGuard()
+    guard.start()
+    settings = Settings(sink="memory", sink_timeout_s=0.5)
+    client = await start_collector(settings, memory_sink, schemas)
     yield client
     await client.close()
+    await guard.stop()
+    assert guard.max_lag_s < guard.MAX_LAG_S, f"event loop blocked for {guard.max_lag_s:.3f}s"
 
 
 @pytest.fixture(scope="session")

@@ -70,6 +70,7 @@ def ensure_jars() -> Path:
             "mvn",
             "-q",
             "-B",
+            "-Dstyle.color=never",
             "-f",
             str(POM),
             f"-Dkafka.version={KAFKA_VERSION}",
