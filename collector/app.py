@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from collector import handlers, keys
 from collector.metrics import Metrics
-from collector.routing import Topics
+from collector.routing import RouteTable, Topics
 from collector.settings import Settings
 from collector.sinks import Sink, build_sink
 from event_schemas import SchemaRegistry, load_registry
@@ -43,7 +43,9 @@ def create_app(
     app[keys.SINK] = sink if sink is not None else build_sink(settings)
     app[keys.METRICS] = Metrics(registry or CollectorRegistry(), schemas.events())
     app[keys.CLOCK] = clock or utc_now
-    app[keys.TOPICS] = Topics(prefix=settings.topic_prefix, dead_letter=settings.dead_letter_topic)
+    app[keys.ROUTES] = RouteTable(
+        Topics(prefix=settings.topic_prefix, dead_letter=settings.dead_letter_topic)
+    )
     app.cleanup_ctx.append(_sink_lifecycle)
     app.router.add_post("/v1/batch", handlers.handle_batch)
     app.router.add_get("/healthz", handlers.handle_healthz)

@@ -13,14 +13,15 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from collector.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from collector.model import BatchEnvelope
+from collector.model import RawBatch, TypedBatch, WireEvent
 
 READ_CHUNK_BYTES = 65_536
 # wbits for zlib to expect a gzip header and trailer.
 GZIP_WBITS = 16 + zlib.MAX_WBITS
 GZIP_MAGIC = b"\x1f\x8b"
 
-_envelope_decoder = msgspec.json.Decoder(BatchEnvelope)
+_typed_decoder = msgspec.json.Decoder(TypedBatch)
+_raw_decoder = msgspec.json.Decoder(RawBatch)
 
 
 def check_content_type(request: web.Request) -> None:
@@ -80,12 +81,38 @@ def gunzip(body: bytes, max_bytes: int) -> bytes:
     return data
 
 
-def decode_envelope(body: bytes) -> BatchEnvelope:
+class DecodedBatch:
+    """A request body split into events: typed envelopes when all decoded, else raw events."""
+
+    __slots__ = ("_raw", "body", "events")
+
+    def __init__(self, body: bytes, events: list[WireEvent] | None, raw: list[msgspec.Raw] | None):
+        self.body = body
+        self.events = events
+        self._raw = raw
+
+    def raw_events(self) -> list[msgspec.Raw]:
+        """Each event's bytes as sent (decoded on demand: only dead letters need them)."""
+        if self._raw is None:
+            self._raw = _raw_decoder.decode(self.body).batch
+        return self._raw
+
+    def __len__(self) -> int:
+        return len(self.events) if self.events is not None else len(self.raw_events())
+
+
+def decode_batch(body: bytes) -> DecodedBatch:
+    """One typed pass over the whole body; only if an envelope is bad, split it raw instead."""
     try:
-        return _envelope_decoder.decode(body)
+        return DecodedBatch(body, _typed_decoder.decode(body).batch, None)
+    except msgspec.ValidationError:
+        pass  # some event (or the envelope) is off: find out which below
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}", reason="malformed_json") from exc
+    try:
+        raw = _raw_decoder.decode(body).batch
     except msgspec.ValidationError as exc:
         raise BadRequest(
             f'body is not a batch envelope {{"batch": [...]}}: {exc}', reason="invalid_envelope"
         ) from exc
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}", reason="malformed_json") from exc
+    return DecodedBatch(body, None, raw)

@@ -16,7 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from collector import keys
-from collector.decoding import check_content_type, decode_envelope, read_body
+from collector.decoding import check_content_type, decode_batch, read_body
 from collector.enrichment import enrich
 from collector.errors import CollectorError, SinkRejected, SinkUnavailable
 from collector.model import BatchResponse, ErrorBody, Rejected
@@ -94,18 +94,17 @@ async def handle_batch(request: web.Request) -> web.Response:
         max_body_bytes=settings.max_body_bytes,
         max_decompressed_bytes=settings.max_decompressed_bytes,
     )
-    envelope = decode_envelope(body)
-    verdict = validate_batch(envelope.batch, app[keys.SCHEMAS])
+    batch = decode_batch(body)
+    verdict = validate_batch(batch, app[keys.SCHEMAS])
     received_at = app[keys.CLOCK]()
-    accepted = [enrich(event, received_at=received_at) for event in verdict.valid]
-    records = route(accepted, verdict.invalid, topics=app[keys.TOPICS], received_at=received_at)
+    enrich(verdict.valid, received_at=received_at)
+    records = route(verdict.valid, verdict.invalid, table=app[keys.ROUTES], received_at=received_at)
 
     started = time.perf_counter()
     outcomes = await sink.publish(records, timeout_s=settings.sink_timeout_s)
     metrics.sink_publish_seconds.labels(sink.name).observe(time.perf_counter() - started)
     if any(outcome is not Outcome.OK for outcome in outcomes):
-        for event in verdict.valid:
-            metrics.events.labels(metrics.event_label(event.envelope.event), "failed").inc()
+        metrics.count_events(verdict.valid, "failed")
         failed = sum(outcome is not Outcome.OK for outcome in outcomes)
         detail = (
             f"the {sink.name} sink did not acknowledge {failed} of {len(records)} records;"
@@ -115,11 +114,10 @@ async def handle_batch(request: web.Request) -> web.Response:
             raise SinkUnavailable(detail + ", retry it", retry_after_s=settings.retry_after_s)
         raise SinkRejected(detail + " and the sink refused it for good")
 
-    for event in verdict.valid:
-        metrics.events.labels(metrics.event_label(event.envelope.event), "accepted").inc()
+    metrics.count_events(verdict.valid, "accepted")
     rejected = []
     for invalid in verdict.invalid:
-        name = invalid.envelope.event if invalid.envelope is not None else None
+        name = invalid.event.event if invalid.event is not None else None
         metrics.events.labels(metrics.event_label(name), "rejected").inc()
         metrics.rejections.labels(invalid.reason).inc()
         rejected.append(
@@ -130,7 +128,7 @@ async def handle_batch(request: web.Request) -> web.Response:
                 errors=invalid.errors,
             )
         )
-    return json_response(BatchResponse(accepted=len(accepted), rejected=rejected))
+    return json_response(BatchResponse(accepted=len(verdict.valid), rejected=rejected))
 
 
 async def handle_healthz(request: web.Request) -> web.Response:

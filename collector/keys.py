@@ -8,7 +8,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from collector.metrics import Metrics
-from collector.routing import Topics
+from collector.routing import RouteTable
 from collector.settings import Settings
 from collector.sinks.base import Sink
 from event_schemas import SchemaRegistry
@@ -20,4 +20,4 @@ SCHEMAS = web.AppKey("schemas", SchemaRegistry)
 SINK = web.AppKey("sink", Sink)
 METRICS = web.AppKey("metrics", Metrics)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
-TOPICS = web.AppKey("topics", Topics)
+ROUTES = web.AppKey("routes", RouteTable)

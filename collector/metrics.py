@@ -6,9 +6,12 @@ from the tracking plan (anything else is `_unknown`), outcomes and reasons are f
 
 from __future__ import annotations
 
+from collections import Counter as Counter_
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from collector.model import WireEvent
 
 UNKNOWN_EVENT_LABEL = "_unknown"
 
@@ -61,6 +64,12 @@ class Metrics:
             ["sink"],
             registry=registry,
         )
+
+    def count_events(self, events: Iterable[WireEvent], outcome: str) -> None:
+        """One counter update per event name, not per event."""
+        counts = Counter_(event.event for event in events)
+        for name, count in counts.items():
+            self.events.labels(self.event_label(name), outcome).inc(count)
 
     def event_label(self, event: str | None) -> str:
         return event if event is not None and event in self.known_events else UNKNOWN_EVENT_LABEL

@@ -1,6 +1,6 @@
 """Wire and record types shared by the collector's stages (msgspec Structs, no behaviour).
 
-Server-owned fields such as `received_at` are not part of the client envelope: whatever a
+Server-owned fields such as `received_at` are always set by the collector: whatever a
 client sends under those names is ignored and overwritten by enrichment.
 """
 
@@ -16,38 +16,42 @@ EventName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Identity = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 
 
-class BatchEnvelope(msgspec.Struct, frozen=True):
-    """`POST /v1/batch` body. Events stay raw here so that one bad event fails alone."""
+Version = Annotated[int, msgspec.Meta(ge=1, le=9999)]
+NULL = msgspec.Raw(b"null")
 
-    batch: list[msgspec.Raw]
+
+class WireEvent(msgspec.Struct, kw_only=True, gc=False):
+    """One event as decoded from a batch, and, once `received_at` is set, as written out.
+
+    `properties` and `context` stay raw bytes: properties are validated by their schema's own
+    decoder and forwarded as sent; context is passed through. Unknown envelope fields are
+    dropped, and a client value for the server-owned `received_at` is replaced. Field order is
+    the order of the record value.
+    """
+
+    event: EventName
+    version: Version
+    event_id: uuid.UUID
+    occurred_at: Annotated[dt.datetime, msgspec.Meta(tz=True)]
+    received_at: msgspec.Raw = NULL
+    user_id: Identity | None = None
+    anonymous_id: Identity | None = None
+    properties: msgspec.Raw
+    context: msgspec.Raw = NULL
+
+
+class TypedBatch(msgspec.Struct, gc=False):
+    """`POST /v1/batch` with every envelope decoded in one pass (the fast path)."""
+
+    batch: list[WireEvent]
     sent_at: str | None = None
 
 
-class EventEnvelope(msgspec.Struct, frozen=True, kw_only=True):
-    """One event as the client sent it; `properties` is validated later against its schema."""
+class RawBatch(msgspec.Struct, gc=False):
+    """`POST /v1/batch` split into raw events, so that one bad envelope fails alone."""
 
-    event: EventName
-    version: Annotated[int, msgspec.Meta(ge=1)]
-    event_id: uuid.UUID
-    occurred_at: Annotated[dt.datetime, msgspec.Meta(tz=True)]
-    properties: msgspec.Raw
-    user_id: Identity | None = None
-    anonymous_id: Identity | None = None
-    context: dict[str, object] | None = None
-
-
-class EnrichedEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """The record value written to `events.<event>`: the client event plus server fields."""
-
-    event: str
-    version: int
-    event_id: uuid.UUID
-    occurred_at: dt.datetime
-    received_at: dt.datetime
-    user_id: str | None
-    anonymous_id: str | None
-    properties: msgspec.Raw
-    context: dict[str, object] | None = None
+    batch: list[msgspec.Raw]
+    sent_at: str | None = None
 
 
 class FieldError(msgspec.Struct, frozen=True):

@@ -1,7 +1,8 @@
-"""Stage: turn enriched and invalid events into sink records. Pure: no I/O, no clock.
+"""Stage: turn validated and invalid events into sink records. Pure: no I/O, no clock.
 
 Valid events go to `<prefix><event>` keyed by user (else anonymous) id for per-user ordering;
 invalid ones go to the dead-letter topic with the reason in a header and in the value.
+Everything that is the same for every event of one schema is computed once, in RouteTable.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from dataclasses import dataclass
 
 import msgspec
 
-from collector.model import DeadLetter, EnrichedEvent
-from collector.sinks.base import Record
+from collector.model import DeadLetter, WireEvent
+from collector.sinks.base import Headers, Record
 from collector.validation import InvalidEvent
 
 CONTENT_TYPE = b"application/json"
@@ -29,56 +30,76 @@ class Topics:
         return self.prefix + event
 
 
+class RouteTable:
+    """Topic and constant headers per (event, version), computed on first use."""
+
+    def __init__(self, topics: Topics) -> None:
+        self.topics = topics
+        self._routes: dict[str, dict[int, tuple[str, Headers]]] = {}
+
+    def route_for(self, event: str, version: int) -> tuple[str, Headers]:
+        by_version = self._routes.get(event)
+        if by_version is None:
+            by_version = self._routes[event] = {}
+        route = by_version.get(version)
+        if route is None:
+            headers = (
+                ("event", event.encode()),
+                ("version", str(version).encode()),
+                ("content-type", CONTENT_TYPE),
+            )
+            route = by_version[version] = (self.topics.for_event(event), headers)
+        return route
+
+
 def route(
-    accepted: list[EnrichedEvent],
+    valid: list[WireEvent],
     invalid: list[InvalidEvent],
     *,
-    topics: Topics,
+    table: RouteTable,
     received_at: dt.datetime,
 ) -> list[Record]:
     timestamp_ms = int(received_at.timestamp() * 1000)
-    records = [_event_record(event, topics, timestamp_ms) for event in accepted]
+    encode = _encoder.encode
+    route_for = table.route_for
+    records: list[Record] = []
+    append = records.append
+    # Hot loop: locals only, one Struct per event; the constant headers are shared tuples.
+    for event, event_id in zip(valid, event_ids(valid), strict=True):
+        topic, headers = route_for(event.event, event.version)
+        identity = event.user_id if event.user_id is not None else event.anonymous_id
+        key = identity.encode() if identity is not None else None
+        append(Record(topic, key, encode(event), (*headers, ("event_id", event_id)), timestamp_ms))
     records.extend(
-        _dead_letter_record(event, topics, received_at, timestamp_ms) for event in invalid
+        _dead_letter(event, table.topics, received_at, timestamp_ms) for event in invalid
     )
     return records
 
 
-def _key(user_id: str | None, anonymous_id: str | None) -> bytes | None:
-    identity = user_id if user_id is not None else anonymous_id
-    return identity.encode() if identity is not None else None
+def event_ids(events: list[WireEvent]) -> list[bytes]:
+    """The event ids as bytes; one encode call for the batch is far cheaper than str(UUID)."""
+    if not events:
+        return []
+    encoded = _encoder.encode([event.event_id for event in events])
+    return encoded[2:-2].split(b'","')
 
 
-def _event_record(event: EnrichedEvent, topics: Topics, timestamp_ms: int) -> Record:
-    headers = (
-        ("event", event.event.encode()),
-        ("version", str(event.version).encode()),
-        ("event_id", str(event.event_id).encode()),
-        ("content-type", CONTENT_TYPE),
-    )
-    return Record(
-        topic=topics.for_event(event.event),
-        key=_key(event.user_id, event.anonymous_id),
-        value=_encoder.encode(event),
-        headers=headers,
-        timestamp_ms=timestamp_ms,
-    )
-
-
-def _dead_letter_record(
+def _dead_letter(
     event: InvalidEvent, topics: Topics, received_at: dt.datetime, timestamp_ms: int
 ) -> Record:
     headers: list[tuple[str, bytes]] = [("reason", event.reason.encode())]
-    envelope = event.envelope
+    envelope = event.event
     key = None
     if envelope is not None:
-        key = _key(envelope.user_id, envelope.anonymous_id)
+        identity = envelope.user_id if envelope.user_id is not None else envelope.anonymous_id
+        key = identity.encode() if identity is not None else None
         headers += [
             ("event", envelope.event.encode()),
             ("version", str(envelope.version).encode()),
             ("event_id", str(envelope.event_id).encode()),
         ]
     headers.append(("content-type", CONTENT_TYPE))
+    assert event.raw is not None  # validate_batch fills it in
     value = DeadLetter(
         reason=event.reason,
         errors=event.errors,
@@ -86,10 +107,4 @@ def _dead_letter_record(
         index=event.index,
         event=event.raw,
     )
-    return Record(
-        topic=topics.dead_letter,
-        key=key,
-        value=_encoder.encode(value),
-        headers=tuple(headers),
-        timestamp_ms=timestamp_ms,
-    )
+    return Record(topics.dead_letter, key, _encoder.encode(value), tuple(headers), timestamp_ms)

@@ -86,6 +86,10 @@ class SchemaRegistry:
     def __init__(self, schemas: list[EventSchema]) -> None:
         self._by_key = {(s.event, s.version): s for s in schemas}
         self._events = sorted({s.event for s in schemas})
+        # event -> version -> decoder: the hot path's lookup, two dict hits and no tuple
+        self.decoders: dict[str, dict[int, msgspec.json.Decoder[Any]]] = {}
+        for schema in schemas:
+            self.decoders.setdefault(schema.event, {})[schema.version] = schema.decoder
 
     def get(self, event: str, version: int) -> EventSchema | None:
         return self._by_key.get((event, version))

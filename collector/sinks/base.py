@@ -12,12 +12,16 @@ from collections.abc import Sequence
 
 import msgspec
 
+Headers = tuple[tuple[str, bytes], ...]
 
-class Record(msgspec.Struct, frozen=True, kw_only=True):
+
+class Record(msgspec.Struct, frozen=True, gc=False):
+    """One message for a topic. Positional fields: one is built per event on the hot path."""
+
     topic: str
     key: bytes | None
     value: bytes
-    headers: tuple[tuple[str, bytes], ...]
+    headers: Headers
     timestamp_ms: int
 
 
