@@ -13,10 +13,12 @@ from dataclasses import dataclass
 import msgspec
 
 from collector.model import DeadLetter, WireEvent
-from collector.sinks.base import Headers, Record
+from collector.sinks.base import Record
 from collector.validation import InvalidEvent
 
 CONTENT_TYPE = b"application/json"
+
+ConstantHeaders = tuple[tuple[str, bytes], ...]
 
 _encoder = msgspec.json.Encoder()
 
@@ -35,9 +37,9 @@ class RouteTable:
 
     def __init__(self, topics: Topics) -> None:
         self.topics = topics
-        self._routes: dict[str, dict[int, tuple[str, Headers]]] = {}
+        self._routes: dict[str, dict[int, tuple[str, ConstantHeaders]]] = {}
 
-    def route_for(self, event: str, version: int) -> tuple[str, Headers]:
+    def route_for(self, event: str, version: int) -> tuple[str, ConstantHeaders]:
         by_version = self._routes.get(event)
         if by_version is None:
             by_version = self._routes[event] = {}
@@ -69,7 +71,7 @@ def route(
         topic, headers = route_for(event.event, event.version)
         identity = event.user_id if event.user_id is not None else event.anonymous_id
         key = identity.encode() if identity is not None else None
-        append(Record(topic, key, encode(event), (*headers, ("event_id", event_id)), timestamp_ms))
+        append(Record(topic, key, encode(event), [*headers, ("event_id", event_id)], timestamp_ms))
     records.extend(
         _dead_letter(event, table.topics, received_at, timestamp_ms) for event in invalid
     )
@@ -107,4 +109,4 @@ def _dead_letter(
         index=event.index,
         event=event.raw,
     )
-    return Record(topics.dead_letter, key, _encoder.encode(value), tuple(headers), timestamp_ms)
+    return Record(topics.dead_letter, key, _encoder.encode(value), headers, timestamp_ms)

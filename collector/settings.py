@@ -33,7 +33,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     kafka_bootstrap_servers: str | None = None
     kafka_client_id: str = "event-capture-collector"
     kafka_compression: Literal["gzip", "none"] = "gzip"
-    kafka_linger_ms: Annotated[int, msgspec.Meta(ge=0)] = 5
+    # Batches already fill while the previous one is in flight; linger only adds delay.
+    kafka_linger_ms: Annotated[int, msgspec.Meta(ge=0)] = 0
     kafka_request_timeout_ms: PositiveInt = 10_000
     topic_prefix: str = "events."
     dead_letter_topic: str = "events._invalid"

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-Headers = tuple[tuple[str, bytes], ...]
+Headers = list[tuple[str, bytes]]  # a list: aiokafka's C record builder takes no tuple
 
 
 class Record(msgspec.Struct, frozen=True, gc=False):

@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from collector.sinks.base import Outcome, Record, Sink
+from collector.sinks.kafka_batches import PartitionQueue, outcome_of, partition_for
 
 log = logging.getLogger(__name__)
 
@@ -29,20 +30,6 @@ START_RETRY_S = 1.0
 STOP_TIMEOUT_S = 10.0
 
 
-def _classify(exc: BaseException | None) -> Outcome:
-    if exc is None:
-        return Outcome.OK
-    if isinstance(exc, KafkaError) and not exc.retriable:
-        return Outcome.FATAL
-    return Outcome.RETRIABLE
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    # A delivery that fails after its request gave up must not log "exception never retrieved".
-    if not future.cancelled():
-        future.exception()
-
-
 class KafkaSink(Sink):
     name = "kafka"
 
@@ -52,8 +39,10 @@ class KafkaSink(Sink):
         *,
         client_id: str = "event-capture-collector",
         compression_type: str | None = "gzip",
-        linger_ms: int = 5,
+        linger_ms: int = 0,
         request_timeout_ms: int = 10_000,
+        max_batch_bytes: int = 524_288,
+        max_pending_batches: int = 16,
     ) -> None:
         self._options: dict[str, Any] = {
             "bootstrap_servers": bootstrap_servers,
@@ -63,7 +52,10 @@ class KafkaSink(Sink):
             "compression_type": compression_type,
             "linger_ms": linger_ms,
             "request_timeout_ms": request_timeout_ms,
+            "max_batch_size": max_batch_bytes,
         }
+        self._max_pending_batches = max_pending_batches
+        self._queues: dict[tuple[str, int], PartitionQueue] = {}
         self._producer: AIOKafkaProducer | None = None
         self._starter: asyncio.Task[None] | None = None
 
@@ -99,6 +91,9 @@ class KafkaSink(Sink):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._starter
         producer, self._producer = self._producer, None
+        for queue in self._queues.values():
+            queue.fail_all(Outcome.RETRIABLE)
+        self._queues.clear()
         if producer is not None:
             try:
                 async with asyncio.timeout(STOP_TIMEOUT_S):
@@ -127,29 +122,38 @@ class KafkaSink(Sink):
         outcomes = [Outcome.RETRIABLE] * len(records)
         if producer is None or not records:
             return outcomes
-        futures: list[asyncio.Future[Any]] = []
+        pending: dict[int, asyncio.Future[Outcome]] = {}
         try:
             async with asyncio.timeout(timeout_s):
-                for record in records:
-                    future = await producer.send(
-                        record.topic,
-                        record.value,
-                        key=record.key,
-                        headers=list(record.headers),
-                        timestamp_ms=record.timestamp_ms,
-                    )
-                    future.add_done_callback(_retrieve)
-                    futures.append(future)
-                await asyncio.wait(futures)
+                partitions: dict[str, list[int]] = {}
+                for index, record in enumerate(records):
+                    topic = record.topic
+                    if topic not in partitions:
+                        partitions[topic] = sorted(await producer.partitions_for(topic))
+                    partition = partition_for(record.key, partitions[topic])
+                    placed = self._queue(producer, topic, partition).append(record)
+                    if isinstance(placed, Outcome):
+                        outcomes[index] = placed
+                    else:
+                        pending[index] = placed
+                if pending:
+                    await asyncio.wait(set(pending.values()))
         except TimeoutError:
             log.warning(
                 "kafka did not acknowledge %d records within %.1fs", len(records), timeout_s
             )
-        except KafkaError as exc:
-            # send() itself failed (buffer full, unknown topic, producer closing)
-            log.warning("kafka send failed: %r", exc)
-            outcomes[len(futures)] = _classify(exc)
-        for i, future in enumerate(futures):
-            if future.done() and not future.cancelled():
-                outcomes[i] = _classify(future.exception())
+        except KafkaError as exc:  # metadata for a topic could not be had
+            log.warning("kafka refused the records: %r", exc)
+            return [outcome_of(exc)] * len(records)
+        for index, future in pending.items():
+            if future.done():
+                outcomes[index] = future.result()
         return outcomes
+
+    def _queue(self, producer: Any, topic: str, partition: int) -> PartitionQueue:
+        queue = self._queues.get((topic, partition))
+        if queue is None:
+            queue = self._queues[(topic, partition)] = PartitionQueue(
+                producer, topic, partition, max_pending_batches=self._max_pending_batches
+            )
+        return queue

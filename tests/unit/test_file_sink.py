@@ -18,7 +18,7 @@ def record(topic: str, n: int) -> Record:
         topic=topic,
         key=f"user-{n}".encode(),
         value=msgspec.json.encode({"n": n}),
-        headers=(("event", b"e"), ("event_id", str(n).encode())),
+        headers=[("event", b"e"), ("event_id", str(n).encode())],
         timestamp_ms=1_700_000_000_000 + n,
     )
 

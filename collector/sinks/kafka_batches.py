@@ -1,0 +1,124 @@
+"""Per-partition record batches shared by concurrent requests, sent with aiokafka's batch API.
+
+While a partition's previous batch is on its way to the broker and back (acks=all), records
+from every request collect in the next batch; one produce round trip then carries them all,
+and each batch has one future instead of one per record. Bounded: a partition holds at most
+`max_pending_batches` batches; past that, records are refused (RETRIABLE) at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
+
+from collector.sinks.base import Outcome, Record
+
+log = logging.getLogger(__name__)
+
+# Keys are user ids, which repeat: caching their murmur2 (pure Python in aiokafka) saves most
+# of the partitioning cost. Cleared when full, so memory stays bounded.
+_HASH_CACHE_MAX = 65_536
+_hash_cache: dict[bytes, int] = {}
+
+
+def partition_for(key: bytes | None, partitions: Sequence[int]) -> int:
+    """The Java client's default partitioner: murmur2 of the key, positive, modulo count."""
+    if key is None:
+        return random.choice(partitions)
+    hashed = _hash_cache.get(key)
+    if hashed is None:
+        if len(_hash_cache) >= _HASH_CACHE_MAX:
+            _hash_cache.clear()
+        hashed = _hash_cache[key] = murmur2(key) & 0x7FFFFFFF
+    return partitions[hashed % len(partitions)]
+
+
+def outcome_of(exc: BaseException | None) -> Outcome:
+    if exc is None:
+        return Outcome.OK
+    if isinstance(exc, KafkaError) and not exc.retriable:
+        return Outcome.FATAL
+    return Outcome.RETRIABLE
+
+
+class PartitionQueue:
+    """The open batch of one topic-partition, the sealed ones behind it, and their sender."""
+
+    def __init__(
+        self, producer: Any, topic: str, partition: int, *, max_pending_batches: int
+    ) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._partition = partition
+        self._max_pending = max_pending_batches
+        # (builder, future of its outcome); the last one is open for appends
+        self._batches: collections.deque[tuple[Any, asyncio.Future[Outcome]]] = collections.deque()
+        self._sender: asyncio.Task[None] | None = None
+
+    def append(self, record: Record) -> asyncio.Future[Outcome] | Outcome:
+        """Add a record; returns the future of its batch, or an outcome when refused."""
+        if self._batches:
+            open_builder, open_future = self._batches[-1]
+            if self._add(open_builder, record):
+                return open_future
+        if len(self._batches) >= self._max_pending:
+            return Outcome.RETRIABLE
+        builder = self._producer.create_batch()
+        if not self._add(builder, record):
+            log.error("record of %d bytes does not fit an empty batch", len(record.value))
+            return Outcome.FATAL
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._batches.append((builder, future))
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_all(), name=f"kafka-{self._topic}")
+        return future
+
+    @staticmethod
+    def _add(builder: Any, record: Record) -> bool:
+        metadata = builder.append(
+            timestamp=record.timestamp_ms,
+            key=record.key,
+            value=record.value,
+            headers=record.headers,
+        )
+        return metadata is not None
+
+    async def _send_all(self) -> None:
+        try:
+            while self._batches:
+                builder, future = self._batches.popleft()
+                builder.close()
+                outcome = await self._send(builder)
+                if not future.done():
+                    future.set_result(outcome)
+        finally:
+            self._sender = None
+
+    async def _send(self, builder: Any) -> Outcome:
+        try:
+            delivery = await self._producer.send_batch(
+                builder, self._topic, partition=self._partition
+            )
+            # One batch in flight per partition (as idempotence allows); the next one fills
+            # with every request's records meanwhile.
+            await delivery
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001  # any failure is an outcome for the requests
+            log.warning("kafka batch to %s[%d] failed: %r", self._topic, self._partition, exc)
+            return outcome_of(exc)
+        return Outcome.OK
+
+    def fail_all(self, outcome: Outcome) -> None:
+        """Answer everything still queued (used when the sink stops)."""
+        while self._batches:
+            _, future = self._batches.popleft()
+            if not future.done():
+                future.set_result(outcome)
