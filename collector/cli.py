@@ -16,6 +16,7 @@ from aiohttp import web
 
 from collector.app import RUNNER_OPTIONS, create_app
 from collector.settings import FIELDS, Settings, SettingsError, env_var, load_settings
+from collector.workers import run_workers
 from event_schemas import SchemaLoadError, load_registry
 
 
@@ -61,7 +62,7 @@ def serve(args: argparse.Namespace) -> int:
     overrides = {field: getattr(args, field) for field in FIELDS}
     try:
         settings = load_settings(os.environ, overrides)
-        app = create_app(settings)
+        create_app(settings)  # fail here, before forking, on a bad plan or sink setting
     except (SettingsError, SchemaLoadError) as exc:
         print(f"capture serve: {exc}", file=sys.stderr)
         return 2
@@ -71,11 +72,23 @@ def serve(args: argparse.Namespace) -> int:
     where = settings.data_dir if settings.sink_kind == "file" else settings.kafka_bootstrap_servers
     print(
         f"capture collector on http://{settings.host}:{settings.port} "
-        f"(sink: {settings.sink_kind}, {where})",
+        f"(sink: {settings.sink_kind}, {where}; workers: {settings.workers})",
         flush=True,
     )
+    if settings.workers == 1:
+        return serve_one(settings)
+    return run_workers(settings.workers, lambda _index: serve_one(settings, reuse_port=True))
+
+
+def serve_one(settings: Settings, *, reuse_port: bool = False) -> int:
     web.run_app(
-        app, host=settings.host, port=settings.port, print=None, access_log=None, **RUNNER_OPTIONS
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=None,
+        reuse_port=reuse_port or None,
+        **RUNNER_OPTIONS,
     )
     return 0
 

@@ -8,6 +8,7 @@ otherwise 503 + Retry-After and the client retries the whole batch.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 
@@ -132,7 +133,8 @@ async def handle_batch(request: web.Request) -> web.Response:
 
 
 async def handle_healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    # the pid tells which worker answered when several share the port
+    return web.json_response({"status": "ok", "pid": os.getpid()})
 
 
 async def handle_readyz(request: web.Request) -> web.Response:

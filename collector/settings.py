@@ -25,6 +25,8 @@ class SettingsError(ValueError):
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: Port = 8080
+    # Processes sharing the port (SO_REUSEPORT); more than one needs the kafka sink.
+    workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     # Which sink takes accepted events; unset means kafka when bootstrap servers are set,
     # else the embedded file sink.
     sink: Literal["file", "kafka", "memory"] | None = None
@@ -85,6 +87,11 @@ def load_settings(
     if settings.sink_kind == "kafka" and not settings.kafka_bootstrap_servers:
         raise SettingsError(
             f"{env_var('sink')}=kafka needs {env_var('kafka_bootstrap_servers')} (host:port,...)"
+        )
+    if settings.workers > 1 and settings.sink_kind != "kafka":
+        raise SettingsError(
+            f"{env_var('workers')}={settings.workers} needs the kafka sink:"
+            f" the {settings.sink_kind} sink is owned by a single process"
         )
     return settings
 

@@ -90,3 +90,10 @@ def test_schemas_check_fails_on_a_bad_plan(
 ) -> None:
     assert main(["schemas", "check", "--dir", str(tmp_path)]) == 1
     assert "no schema files" in capsys.readouterr().err
+
+
+def test_several_workers_need_the_kafka_sink() -> None:
+    with pytest.raises(SettingsError, match="CAPTURE_WORKERS=2 needs the kafka sink"):
+        load_settings({"CAPTURE_WORKERS": "2"})
+    settings = load_settings({"CAPTURE_WORKERS": "2", "CAPTURE_KAFKA_BOOTSTRAP_SERVERS": "k:9092"})
+    assert settings.workers == 2
