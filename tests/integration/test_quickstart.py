@@ -5,28 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import msgspec
 
 from tests.kafka_broker import free_port
+from tests.waiting import wait_ready
 
 REPO = Path(__file__).resolve().parents[2]
 CAPTURE = Path(sys.executable).with_name("capture")
-
-
-def wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        assert process.poll() is None, "collector exited at start"
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1)
-            return
-        except OSError:
-            assert time.monotonic() < deadline, "collector never became ready"
-            time.sleep(0.1)
 
 
 def test_demo_events_land_in_the_data_directory(tmp_path: Path) -> None:
