@@ -23,6 +23,7 @@ class EventBuffer(Generic[T]):
         self._unfinished = 0  # queued plus taken but not yet marked done
         self._flush_requests = 0
         self._closed = False
+        self.enqueued = 0  # every put() that was accepted, ever
 
     def put(self, item: T) -> bool:
         with self._cond:
@@ -30,6 +31,7 @@ class EventBuffer(Generic[T]):
                 return False
             self._items.append(item)
             self._unfinished += 1
+            self.enqueued += 1
             if len(self._items) == self._batch_size:
                 self._cond.notify_all()  # wake the worker early: a batch is full
             return True

@@ -9,7 +9,7 @@ from __future__ import annotations
 import atexit
 import datetime as dt
 import logging
-import platform
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -25,9 +25,6 @@ from capture_sdk._version import __version__
 from capture_sdk._worker import Counters, Worker
 
 log = logging.getLogger("capture_sdk")
-
-LIBRARY = {"name": "capture-sdk-python", "version": __version__}
-RUNTIME = {"name": platform.python_implementation().lower(), "version": platform.python_version()}
 
 
 class Client:
@@ -112,30 +109,26 @@ class Client:
             properties = {}
         elif not isinstance(properties, Mapping | msgspec.Struct):
             raise InvalidEventError(f"{event}: properties must be a mapping or a msgspec Struct")
+        occurred: int | dt.datetime
         if occurred_at is None:
-            occurred_at = dt.datetime.now(dt.UTC)
+            occurred = time.time_ns()
         elif occurred_at.tzinfo is None:
             raise InvalidEventError(f"{event}: occurred_at must be timezone-aware")
-        queued = QueuedEvent(
-            event=event,
-            version=version,
-            event_id=str(uuid7()),
-            occurred_at=occurred_at.isoformat(timespec="milliseconds"),
-            properties=properties,
-            user_id=user_id,
-            anonymous_id=anonymous_id,
-            context={"library": LIBRARY, "runtime": RUNTIME, **(context or {})},
-        )
-        if self._buffer.put(queued):
-            self._counters.add("enqueued")
         else:
+            occurred = occurred_at
+        # Only cheap work here; the worker thread formats times, merges context and encodes.
+        event_id = uuid7(occurred if isinstance(occurred, int) else time.time_ns())
+        queued = QueuedEvent(
+            event, version, event_id, occurred, properties, user_id, anonymous_id, context
+        )
+        if not self._buffer.put(queued):
             reason = "client_closed" if self._buffer.closed else "queue_full"
             self._counters.drop(reason)
             detail = "client is shut down" if reason == "client_closed" else "queue is full"
             self._report(
                 [
                     DroppedEvent(
-                        event_id=queued.event_id,
+                        event_id=event_id,
                         event=event,
                         version=version,
                         reason=reason,
@@ -143,7 +136,7 @@ class Client:
                     )
                 ]
             )
-        return queued.event_id
+        return event_id
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Send everything queued so far; True if all of it was delivered or dropped in time."""
@@ -164,7 +157,7 @@ class Client:
         return flushed
 
     def stats(self) -> ClientStats:
-        return self._counters.snapshot(self._buffer.depth)
+        return self._counters.snapshot(self._buffer.enqueued, self._buffer.depth)
 
     def _at_exit(self) -> None:
         self.shutdown(self._exit_timeout_s)

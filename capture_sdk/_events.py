@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import msgspec
@@ -19,8 +21,21 @@ DropReason = Literal[
 DROP_REASONS: tuple[str, ...] = DropReason.__args__  # type: ignore[attr-defined]
 
 
-class QueuedEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """One event as it goes on the wire; encoded by the worker thread, not by track()."""
+class QueuedEvent(msgspec.Struct, frozen=True, gc=False):
+    """What track() enqueues: its arguments as given. The worker thread turns it into JSON."""
+
+    event: str
+    version: int
+    event_id: str
+    occurred: int | dt.datetime  # time.time_ns() at track(), or the caller's datetime
+    properties: Any
+    user_id: str | None
+    anonymous_id: str | None
+    context: Mapping[str, Any] | None
+
+
+class WireEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One event as it goes on the wire (DESIGN.md's batch format)."""
 
     event: str
     version: int

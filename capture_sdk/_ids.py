@@ -1,19 +1,27 @@
-"""UUIDv7 event ids (RFC 9562): 48-bit Unix milliseconds, then random bits; sortable by time."""
+"""UUIDv7 event ids (RFC 9562): 48-bit Unix milliseconds, then random bits; sortable by time.
+
+Made on the caller's thread by track(), so they are cheap: the random bits come from the
+`random` module (reseeded in a forked child by Python itself), since an event id must be
+unique, not unpredictable.
+"""
 
 from __future__ import annotations
 
-import os
-import time
-import uuid
+import random
 
-_VERSION_7 = 0x7 << 76
-_VARIANT_RFC = 0x2 << 62
+_VERSION_AND_VARIANT = (0x7 << 76) | (0x2 << 62)
+_RAND_B_BITS = 62
+_RAND_B_MASK = (1 << _RAND_B_BITS) - 1
 
 
-def uuid7() -> uuid.UUID:
-    unix_ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    rand_a = (rand >> 62) & 0xFFF
-    rand_b = rand & ((1 << 62) - 1)
-    value = (unix_ms & ((1 << 48) - 1)) << 80 | _VERSION_7 | rand_a << 64 | _VARIANT_RFC | rand_b
-    return uuid.UUID(int=value)
+def uuid7(unix_ns: int) -> str:
+    """The canonical (8-4-4-4-12 hex) UUIDv7 string for a timestamp in nanoseconds."""
+    rand = random.getrandbits(74)  # 12 bits of rand_a, then 62 of rand_b
+    value = (
+        ((unix_ns // 1_000_000) & 0xFFFF_FFFF_FFFF) << 80
+        | _VERSION_AND_VARIANT
+        | (rand >> _RAND_B_BITS) << 64
+        | rand & _RAND_B_MASK
+    )
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import logging
+import platform
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -17,11 +18,22 @@ import msgspec
 
 from capture_sdk._buffer import EventBuffer
 from capture_sdk._errors import TransportError
-from capture_sdk._events import DROP_REASONS, ClientStats, DroppedEvent, FieldError, QueuedEvent
+from capture_sdk._events import (
+    DROP_REASONS,
+    ClientStats,
+    DroppedEvent,
+    FieldError,
+    QueuedEvent,
+    WireEvent,
+)
 from capture_sdk._retry import RetryPolicy, is_retriable_status, parse_retry_after
 from capture_sdk._transport import Response, Transport
+from capture_sdk._version import __version__
 
 log = logging.getLogger("capture_sdk")
+
+LIBRARY = {"name": "capture-sdk-python", "version": __version__}
+RUNTIME = {"name": platform.python_implementation().lower(), "version": platform.python_version()}
 
 # gzip level 6 costs several times level 1 for a few percent less on JSON batches.
 GZIP_LEVEL = 1
@@ -52,7 +64,6 @@ class Counters:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.enqueued = 0
         self.sent = 0
         self.rejected = 0
         self.retried = 0
@@ -66,10 +77,10 @@ class Counters:
         with self._lock:
             self.dropped[reason] += count
 
-    def snapshot(self, queue_depth: int) -> ClientStats:
+    def snapshot(self, enqueued: int, queue_depth: int) -> ClientStats:
         with self._lock:
             return ClientStats(
-                enqueued=self.enqueued,
+                enqueued=enqueued,
                 sent=self.sent,
                 rejected=self.rejected,
                 retried=self.retried,
@@ -141,7 +152,7 @@ class Worker:
         encoded: list[bytes] = []
         for event in batch:
             try:
-                encoded.append(self._encoder.encode(event))
+                encoded.append(self._encoder.encode(wire_event(event)))
                 events.append(event)
             except (TypeError, ValueError, msgspec.EncodeError) as exc:
                 self._drop([event], "unserializable", f"cannot encode as JSON: {exc}")
@@ -220,6 +231,26 @@ class Worker:
             "capture_sdk dropped %d event(s): %s (%s)", len(dropped), reason, dropped[0].detail
         )
         self._report(dropped)
+
+
+def wire_event(queued: QueuedEvent) -> WireEvent:
+    """Turn what track() queued into the wire format: ISO time, library context added."""
+    occurred = queued.occurred
+    if isinstance(occurred, int):
+        occurred = dt.datetime.fromtimestamp(occurred / 1e9, dt.UTC)
+    context = {"library": LIBRARY, "runtime": RUNTIME}
+    if queued.context:
+        context.update(queued.context)
+    return WireEvent(
+        event=queued.event,
+        version=queued.version,
+        event_id=queued.event_id,
+        occurred_at=occurred.isoformat(timespec="milliseconds"),
+        properties=queued.properties,
+        user_id=queued.user_id,
+        anonymous_id=queued.anonymous_id,
+        context=context,
+    )
 
 
 def _describe(response: Response) -> str:
