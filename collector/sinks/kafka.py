@@ -38,7 +38,7 @@ class KafkaSink(Sink):
         bootstrap_servers: str,
         *,
         client_id: str = "event-capture-collector",
-        compression_type: str | None = "gzip",
+        compression_type: str | None = "zstd",
         linger_ms: int = 0,
         request_timeout_ms: int = 10_000,
         max_batch_bytes: int = 524_288,
