@@ -333,6 +333,7 @@ class _Compiler:
             fields,
             kw_only=True,
             frozen=True,
+            gc=False,  # decoded values cannot form cycles; untracked structs are cheaper
             forbid_unknown_fields=not additional,
             rename=renames or None,
             module="event_schemas.compiled",

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from collector.sinks.base import Outcome, Record, Sink
-from collector.sinks.kafka_batches import PartitionQueue, outcome_of, partition_for
+from collector.sinks.kafka_batches import PartitionQueue, outcome_of, partition_index
 
 log = logging.getLogger(__name__)
 
@@ -122,22 +122,23 @@ class KafkaSink(Sink):
         outcomes = [Outcome.RETRIABLE] * len(records)
         if producer is None or not records:
             return outcomes
-        pending: dict[int, asyncio.Future[Outcome]] = {}
+        pending: list[tuple[int, asyncio.Future[Outcome]]] = []
         try:
             async with asyncio.timeout(timeout_s):
-                partitions: dict[str, list[int]] = {}
-                for index, record in enumerate(records):
-                    topic = record.topic
-                    if topic not in partitions:
-                        partitions[topic] = sorted(await producer.partitions_for(topic))
-                    partition = partition_for(record.key, partitions[topic])
-                    placed = self._queue(producer, topic, partition).append(record)
+                routes: dict[str, list[PartitionQueue]] = {}
+                for index, record in enumerate(records):  # the hot loop: one pass, no awaits
+                    queues = routes.get(record.topic)
+                    if queues is None:
+                        queues = routes[record.topic] = await self._queues_for(
+                            producer, record.topic
+                        )
+                    placed = queues[partition_index(record.key, len(queues))].append(record)
                     if isinstance(placed, Outcome):
                         outcomes[index] = placed
                     else:
-                        pending[index] = placed
+                        pending.append((index, placed))
                 if pending:
-                    await asyncio.wait(set(pending.values()))
+                    await asyncio.wait({future for _, future in pending})
         except TimeoutError:
             log.warning(
                 "kafka did not acknowledge %d records within %.1fs", len(records), timeout_s
@@ -145,15 +146,20 @@ class KafkaSink(Sink):
         except KafkaError as exc:  # metadata for a topic could not be had
             log.warning("kafka refused the records: %r", exc)
             return [outcome_of(exc)] * len(records)
-        for index, future in pending.items():
+        for index, future in pending:
             if future.done():
                 outcomes[index] = future.result()
         return outcomes
 
-    def _queue(self, producer: Any, topic: str, partition: int) -> PartitionQueue:
-        queue = self._queues.get((topic, partition))
-        if queue is None:
-            queue = self._queues[(topic, partition)] = PartitionQueue(
-                producer, topic, partition, max_pending_batches=self._max_pending_batches
-            )
-        return queue
+    async def _queues_for(self, producer: Any, topic: str) -> list[PartitionQueue]:
+        """The topic's partition queues in partition order (the partitioner indexes them)."""
+        partitions = sorted(await producer.partitions_for(topic))
+        queues = []
+        for partition in partitions:
+            queue = self._queues.get((topic, partition))
+            if queue is None:
+                queue = self._queues[(topic, partition)] = PartitionQueue(
+                    producer, topic, partition, max_pending_batches=self._max_pending_batches
+                )
+            queues.append(queue)
+        return queues

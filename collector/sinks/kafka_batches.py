@@ -12,7 +12,6 @@ import asyncio
 import collections
 import logging
 import random
-from collections.abc import Sequence
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -28,16 +27,20 @@ _HASH_CACHE_MAX = 65_536
 _hash_cache: dict[bytes, int] = {}
 
 
-def partition_for(key: bytes | None, partitions: Sequence[int]) -> int:
-    """The Java client's default partitioner: murmur2 of the key, positive, modulo count."""
+def partition_index(key: bytes | None, count: int) -> int:
+    """The Java client's default partitioner: murmur2 of the key, positive, modulo count.
+
+    Returns an index into the topic's partitions in ascending order; keyless records go to
+    a random partition.
+    """
     if key is None:
-        return random.choice(partitions)
+        return random.randrange(count)
     hashed = _hash_cache.get(key)
     if hashed is None:
         if len(_hash_cache) >= _HASH_CACHE_MAX:
             _hash_cache.clear()
         hashed = _hash_cache[key] = murmur2(key) & 0x7FFFFFFF
-    return partitions[hashed % len(partitions)]
+    return hashed % count
 
 
 def outcome_of(exc: BaseException | None) -> Outcome:

@@ -11,7 +11,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from collector.sinks.base import Outcome, Record
 from collector.sinks.kafka import KafkaSink
-from collector.sinks.kafka_batches import partition_for
+from collector.sinks.kafka_batches import partition_index
 from tests.integration.kafka_helpers import consume
 from tests.kafka_broker import KafkaBroker
 
@@ -28,7 +28,7 @@ def test_partitioning_matches_the_java_default() -> None:
     reference = DefaultPartitioner()
     for i in range(500):
         key = f"user-{i}".encode()
-        assert partition_for(key, partitions) == reference(key, partitions, partitions)
+        assert partition_index(key, len(partitions)) == reference(key, partitions, partitions)
 
 
 async def test_concurrent_requests_share_batches_and_keep_per_key_order(
