@@ -9,7 +9,9 @@ from __future__ import annotations
 import atexit
 import datetime as dt
 import logging
+import os
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -25,6 +27,17 @@ from capture_sdk._version import __version__
 from capture_sdk._worker import Counters, Worker
 
 log = logging.getLogger("capture_sdk")
+
+# Clients to re-initialise in a forked child (gunicorn, Celery and multiprocessing fork).
+_live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+def _reinit_clients_after_fork() -> None:
+    for client in list(_live_clients):
+        client._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reinit_clients_after_fork)
 
 
 class Client:
@@ -64,28 +77,46 @@ class Client:
                 raise ConfigurationError(f"{name} must be > 0, got {value!r}")
         self._on_error = on_error
         self._exit_timeout_s = exit_timeout_s
-        self._counters = Counters()
-        self._buffer: EventBuffer[QueuedEvent] = EventBuffer(max_queue_size, batch_size)
         self._transport = transport
-        headers = {
+        self._queue_sizes = (max_queue_size, batch_size)
+        self._headers = {
             "Content-Type": "application/json",
             "User-Agent": f"capture-sdk-python/{__version__}",
         }
         if write_key:
-            headers["Authorization"] = f"Bearer {write_key}"
+            self._headers["Authorization"] = f"Bearer {write_key}"
+        self._policy = retry or RetryPolicy()
+        self._flush_interval_s = flush_interval_s
+        self._gzip = gzip
+        self._closed = False
+        self._start()
+        atexit.register(self._at_exit)
+        _live_clients.add(self)
+
+    def _start(self) -> None:
+        """Fresh queue, counters and worker thread: at construction, and in a forked child."""
+        self._counters = Counters()
+        self._buffer: EventBuffer[QueuedEvent] = EventBuffer(*self._queue_sizes)
         self._worker = Worker(
             buffer=self._buffer,
-            transport=transport,
-            policy=retry or RetryPolicy(),
+            transport=self._transport,
+            policy=self._policy,
             counters=self._counters,
             report=self._report,
-            headers=headers,
-            flush_interval_s=flush_interval_s,
-            use_gzip=gzip,
+            headers=self._headers,
+            flush_interval_s=self._flush_interval_s,
+            use_gzip=self._gzip,
         )
         self._worker.start()
-        self._closed = False
-        atexit.register(self._at_exit)
+
+    def _after_fork_in_child(self) -> None:
+        # The child has a copy of the parent's queue but not its worker thread. The queued
+        # events are the parent's to send (sending them here too would duplicate them), and
+        # the parent's connection must not be shared: start over with nothing inherited.
+        if self._closed:
+            return
+        self._transport.after_fork()
+        self._start()
 
     def track(
         self,

@@ -33,6 +33,9 @@ class Transport(abc.ABC):
     def close(self) -> None:  # noqa: B027  # optional hook
         """Release connections."""
 
+    def after_fork(self) -> None:  # noqa: B027  # optional hook
+        """In a forked child: forget connections and locks inherited from the parent."""
+
 
 class HttpTransport(Transport):
     """POSTs to `<endpoint>/v1/batch` over one kept-alive connection (stdlib http.client)."""
@@ -85,3 +88,9 @@ class HttpTransport(Transport):
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
+
+    def after_fork(self) -> None:
+        # The socket belongs to the parent (closing it here would be harmless, but a lock held
+        # by a parent thread at fork time would never be released in the child).
+        self._connection = None
+        self._lock = threading.Lock()
