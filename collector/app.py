@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from collector import handlers, keys
+from collector.backpressure import InFlight
 from collector.metrics import Metrics
 from collector.routing import RouteTable, Topics
 from collector.settings import Settings
@@ -46,6 +47,8 @@ def create_app(
     app[keys.ROUTES] = RouteTable(
         Topics(prefix=settings.topic_prefix, dead_letter=settings.dead_letter_topic)
     )
+    inflight = app[keys.INFLIGHT] = InFlight(settings.max_inflight_bytes)
+    app[keys.METRICS].inflight_bytes.set_function(lambda: inflight.bytes)
     app.cleanup_ctx.append(_sink_lifecycle)
     app.router.add_post("/v1/batch", handlers.handle_batch)
     app.router.add_get("/healthz", handlers.handle_healthz)

@@ -5,6 +5,7 @@
     ├── PayloadTooLarge            413 body_too_large
     ├── UnsupportedMediaType       415 (unsupported_encoding, unsupported_content_type)
     ├── SinkUnavailable            503 sink_unavailable, with Retry-After
+    │   └── Overloaded             503 overloaded: too many bytes in flight, refused at once
     └── SinkRejected               500 sink_rejected (the sink refused a record for good)
 
 `handlers.error_middleware` is the one place that turns these into JSON responses. The
@@ -58,6 +59,12 @@ class SinkUnavailable(CollectorError):
         self.retry_after_s = retry_after_s
 
 
+class Overloaded(SinkUnavailable):
+    """Refused before reading the body: this process already holds max_inflight_bytes."""
+
+    reason = "overloaded"
+
+
 class SinkRejected(CollectorError):
     """The sink answered FATAL for a record (e.g. too large for the broker); not acknowledged."""
 
@@ -78,6 +85,7 @@ REASONS = frozenset(
         "unsupported_content_type",
         "sink_unavailable",
         "sink_rejected",
+        "overloaded",
         "not_found",
         "method_not_allowed",
     }

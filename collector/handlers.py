@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from collector import keys
 from collector.decoding import check_content_type, decode_batch, read_body
 from collector.enrichment import enrich
-from collector.errors import CollectorError, SinkRejected, SinkUnavailable
+from collector.errors import CollectorError, Overloaded, SinkRejected, SinkUnavailable
 from collector.model import BatchResponse, ErrorBody, Rejected
 from collector.routing import route
 from collector.sinks.base import Outcome
@@ -87,14 +87,36 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 async def handle_batch(request: web.Request) -> web.Response:
     app = request.app
     settings = app[keys.SETTINGS]
+    check_content_type(request)
+    inflight = app[keys.INFLIGHT]
+    reserved = request.content_length or settings.max_body_bytes
+    if not inflight.try_acquire(reserved):
+        raise Overloaded(
+            f"{inflight.bytes} bytes already in flight (limit {inflight.limit_bytes}); retry later",
+            retry_after_s=settings.retry_after_s,
+        )
+    try:
+        body = await read_body(
+            request,
+            max_body_bytes=settings.max_body_bytes,
+            max_decompressed_bytes=settings.max_decompressed_bytes,
+        )
+        if len(body) > reserved:  # inflated: hold what it really takes
+            if not inflight.try_acquire(len(body) - reserved):
+                raise Overloaded(
+                    f"the inflated body does not fit in {inflight.limit_bytes} bytes in flight",
+                    retry_after_s=settings.retry_after_s,
+                )
+            reserved = len(body)
+        return await _ingest(app, body)
+    finally:
+        inflight.release(reserved)
+
+
+async def _ingest(app: web.Application, body: bytes) -> web.Response:
+    settings = app[keys.SETTINGS]
     metrics = app[keys.METRICS]
     sink = app[keys.SINK]
-    check_content_type(request)
-    body = await read_body(
-        request,
-        max_body_bytes=settings.max_body_bytes,
-        max_decompressed_bytes=settings.max_decompressed_bytes,
-    )
     batch = decode_batch(body)
     verdict = validate_batch(batch, app[keys.SCHEMAS])
     received_at = app[keys.CLOCK]()

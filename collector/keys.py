@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from collector.backpressure import InFlight
 from collector.metrics import Metrics
 from collector.routing import RouteTable
 from collector.settings import Settings
@@ -21,3 +22,4 @@ SINK = web.AppKey("sink", Sink)
 METRICS = web.AppKey("metrics", Metrics)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 ROUTES = web.AppKey("routes", RouteTable)
+INFLIGHT = web.AppKey("inflight", InFlight)

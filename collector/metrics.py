@@ -58,6 +58,11 @@ class Metrics:
             registry=registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
         )
+        self.inflight_bytes = Gauge(
+            "capture_inflight_bytes",
+            "Request bytes being processed now (refused with 503 past max_inflight_bytes).",
+            registry=registry,
+        )
         self.sink_ready = Gauge(
             "capture_sink_ready",
             "1 when the last readiness check of the sink passed.",

@@ -45,6 +45,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     sink_timeout_s: PositiveFloat = 5.0
     retry_after_s: PositiveInt = 2
     max_body_bytes: PositiveInt = 1_048_576
+    # Request bytes being processed at once in this process; past it, 503 at once (no queue).
+    max_inflight_bytes: PositiveInt = 67_108_864
     max_decompressed_bytes: PositiveInt = 8_388_608
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

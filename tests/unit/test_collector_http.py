@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import uuid
 from typing import Any
@@ -9,11 +10,13 @@ from typing import Any
 import msgspec
 import pytest
 
+from collector import keys
 from collector.settings import Settings
 from collector.sinks import MemorySink
 from event_schemas import SchemaRegistry
 from tests.conftest import HttpClient, start_collector
 from tests.factories import batch_body, page_viewed, track_played
+from tests.waiting import eventually
 
 JSON = {"Content-Type": "application/json"}
 GZIP_JSON = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
@@ -258,6 +261,7 @@ async def test_metrics_count_requests_and_events(collector: HttpClient) -> None:
     assert 'capture_events_total{event="_unknown",outcome="rejected"} 1.0' in text
     assert 'capture_events_rejected_total{reason="unknown_event"} 1.0' in text
     assert 'capture_request_errors_total{reason="malformed_json"} 1.0' in text
+    assert "capture_inflight_bytes 0.0" in text
 
 
 async def test_health_and_readiness(collector: HttpClient) -> None:
@@ -275,3 +279,28 @@ async def test_event_ids_in_rejections_match_the_request(collector: HttpClient) 
     event_id = str(uuid.uuid4())
     _, body = await post(collector, batch_body(track_played(event_id=event_id, version=5)))
     assert body["rejected"][0]["event_id"] == event_id
+
+
+async def test_bytes_in_flight_past_the_cap_get_503_at_once(
+    memory_sink: MemorySink, schemas: SchemaRegistry
+) -> None:
+    body = batch_body(*[track_played() for _ in range(10)])
+    settings = Settings(sink="memory", sink_timeout_s=3.0, max_inflight_bytes=len(body) + 100)
+    client = await start_collector(settings, memory_sink, schemas)
+    try:
+        memory_sink.stall = True  # the first request holds its bytes for the whole deadline
+        first = asyncio.create_task(client.post("/v1/batch", data=body, headers=JSON))
+        assert client.app is not None
+        inflight = client.app[keys.INFLIGHT]
+        await eventually(lambda: inflight.bytes > 0)
+        response = await client.post("/v1/batch", data=body, headers=JSON)
+        assert response.status == 503
+        assert response.headers["Retry-After"] == "2"
+        assert (await response.json())["error"] == "overloaded"
+        assert not first.done()  # refused at once, not queued behind the stalled request
+        assert (await first).status == 503  # the stalled one times out: sink_unavailable
+        memory_sink.stall = False
+        status, _ = await post(client, body)
+        assert status == 200  # its bytes were released
+    finally:
+        await client.close()
