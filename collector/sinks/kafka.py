@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 READY_CHECK_TIMEOUT_S = 1.0
 # Pause between attempts to start the producer while no broker answers.
 START_RETRY_S = 1.0
+# How often the watcher asks whether a broker connection can be made, and how many failed
+# checks in a row make publish refuse at once instead of waiting out its deadline.
+WATCH_INTERVAL_S = 1.0
+UNHEALTHY_AFTER_CHECKS = 2
 # aiokafka's stop() flushes pending batches and can wait forever while no broker answers
 # (aio-libs/aiokafka#1101); shutdown must not.
 STOP_TIMEOUT_S = 10.0
@@ -58,6 +62,8 @@ class KafkaSink(Sink):
         self._queues: dict[tuple[str, int], PartitionQueue] = {}
         self._producer: AIOKafkaProducer | None = None
         self._starter: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._failed_checks = 0  # consecutive failed readiness checks
 
     async def start(self) -> None:
         """Start the producer; if no broker answers yet, keep trying in the background."""
@@ -66,6 +72,27 @@ class KafkaSink(Sink):
         except KafkaError as exc:
             log.warning("kafka not reachable at start (%s); retrying in the background", exc)
             self._starter = asyncio.create_task(self._keep_starting(), name="kafka-sink-start")
+        self._watcher = asyncio.create_task(self._watch(), name="kafka-sink-watch")
+
+    async def _watch(self) -> None:
+        """Keep a cheap health verdict, so that publish can refuse at once while Kafka is down."""
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            reachable = await self._reachable()
+            if reachable is None:
+                continue  # no answer in time (a busy loop, say): no verdict either way
+            if reachable:
+                if self._failed_checks >= UNHEALTHY_AFTER_CHECKS:
+                    log.info("kafka reachable again")
+                self._failed_checks = 0
+            else:
+                self._failed_checks += 1
+                if self._failed_checks == UNHEALTHY_AFTER_CHECKS:
+                    log.warning("kafka unreachable; refusing requests at once until it is back")
+
+    @property
+    def unavailable(self) -> bool:
+        return self._producer is None or self._failed_checks >= UNHEALTHY_AFTER_CHECKS
 
     async def _start_producer(self) -> None:
         producer = AIOKafkaProducer(**self._options)
@@ -86,10 +113,11 @@ class KafkaSink(Sink):
         log.info("kafka producer started")
 
     async def stop(self) -> None:
-        if self._starter is not None:
-            self._starter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._starter
+        for task in (self._starter, self._watcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         producer, self._producer = self._producer, None
         for queue in self._queues.values():
             queue.fail_all(Outcome.RETRIABLE)
@@ -106,21 +134,30 @@ class KafkaSink(Sink):
                 )
 
     async def ready(self) -> bool:
+        return await self._reachable() is True
+
+    async def _reachable(self) -> bool | None:
+        """True if a broker connection is up or can be made, False if refused, None if unsure."""
         producer = self._producer
         if producer is None:
             return False
         client = producer.client
+        timed_out = False
         for broker in client.cluster.brokers():
-            with contextlib.suppress(TimeoutError, KafkaError, OSError):
+            try:
                 async with asyncio.timeout(READY_CHECK_TIMEOUT_S):
                     if await client.ready(broker.nodeId):
                         return True
-        return False
+            except TimeoutError:
+                timed_out = True
+            except (KafkaError, OSError):
+                pass
+        return None if timed_out else False
 
     async def publish(self, records: Sequence[Record], *, timeout_s: float) -> list[Outcome]:
         producer = self._producer
         outcomes = [Outcome.RETRIABLE] * len(records)
-        if producer is None or not records:
+        if producer is None or not records or self.unavailable:
             return outcomes
         pending: list[tuple[int, asyncio.Future[Outcome]]] = []
         try:

@@ -21,6 +21,7 @@ from tests.conftest import start_collector
 from tests.factories import batch_body, track_played
 from tests.integration.kafka_helpers import consume
 from tests.kafka_broker import KafkaBroker
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.kafka
 
@@ -45,7 +46,8 @@ async def test_outage_gives_503_then_sdk_retry_delivers(
         sink_timeout_s=SINK_TIMEOUT_S,
         retry_after_s=1,
     )
-    http = await start_collector(settings, KafkaSink(own_broker.bootstrap_servers), schemas)
+    sink = KafkaSink(own_broker.bootstrap_servers)
+    http = await start_collector(settings, sink, schemas)
     try:
         # warm up: the topic exists and the producer is connected
         first = track_played()
@@ -68,6 +70,16 @@ async def test_outage_gives_503_then_sdk_retry_delivers(
         # bounded by the sink deadline (generous margin for a loaded machine; not a speed check)
         assert elapsed < SINK_TIMEOUT_S + 5
         assert (await http.get("/readyz")).status == 503
+        # once the sink's watcher has seen the broker gone, requests are refused at once
+        await eventually(lambda: sink.unavailable, timeout_s=15)
+        started = time.monotonic()
+        response = await http.post(
+            "/v1/batch",
+            data=batch_body(track_played()),
+            headers={"Content-Type": "application/json"},
+        )
+        assert response.status == 503
+        assert time.monotonic() - started < SINK_TIMEOUT_S  # did not wait out the deadline
 
         # The SDK keeps retrying the same batch (same event ids) while the broker is down.
         sdk = Client(
@@ -91,6 +103,7 @@ async def test_outage_gives_503_then_sdk_retry_delivers(
         assert await asyncio.to_thread(sdk.shutdown, 90.0)
         assert sdk.stats().sent == 5
         assert (await http.get("/readyz")).status == 200
+        assert not sink.unavailable
 
         records = await consume(
             own_broker.bootstrap_servers, [f"{prefix}.track_played"], expected=6, timeout_s=30
