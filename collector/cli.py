@@ -17,7 +17,7 @@ from aiohttp import web
 from collector.app import RUNNER_OPTIONS, create_app
 from collector.settings import FIELDS, Settings, SettingsError, env_var, load_settings
 from collector.workers import run_workers
-from event_schemas import SchemaLoadError, load_registry
+from event_schemas import SchemaLoadError, check_registry, load_registry
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     schemas_sub = schemas.add_subparsers(dest="schemas_command", required=True, metavar="ACTION")
     check = schemas_sub.add_parser(
-        "check", help="load every schema file and report errors", description="Load the plan."
+        "check",
+        help="load every schema file and check compatibility between versions",
+        description="Load the plan, then check each version against the earlier ones under "
+        "the mode its `x-compatibility` declares (default BACKWARD).",
     )
     check.add_argument("--dir", default=None, help="schema directory (default: the bundled plan)")
     return parser
@@ -98,6 +101,11 @@ def check_schemas(directory: str | None) -> int:
         registry = load_registry(directory)
     except SchemaLoadError as exc:
         print(f"capture schemas check: {exc}", file=sys.stderr)
+        return 1
+    violations = check_registry(registry)
+    for violation in violations:
+        print(f"capture schemas check: {violation}", file=sys.stderr)
+    if violations:
         return 1
     for schema in registry:
         print(f"ok  {schema.event} v{schema.version}  ({schema.file.name})")

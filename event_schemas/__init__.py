@@ -3,7 +3,9 @@
 This package is the leaf of the project: it imports msgspec only, never the SDK or collector.
 """
 
+from event_schemas.compat import Violation, check_pair, check_registry
 from event_schemas.loader import (
+    COMPATIBILITY_MODES,
     PLAN_DIR,
     EventSchema,
     SchemaLoadError,
@@ -13,10 +15,14 @@ from event_schemas.loader import (
 )
 
 __all__ = [
+    "COMPATIBILITY_MODES",
     "PLAN_DIR",
     "EventSchema",
     "SchemaLoadError",
     "SchemaRegistry",
+    "Violation",
+    "check_pair",
+    "check_registry",
     "load_registry",
     "load_schema_file",
 ]

@@ -47,6 +47,19 @@ CONSTRAINT_KEYWORDS: Mapping[str, frozenset[str]] = {
     "format": frozenset({"string"}),
 }
 SUPPORTED_FORMATS = frozenset({"date-time", "uuid"})
+# The one extension keyword: how a version must relate to the earlier ones (see compat.py).
+# Accepted only at the top level of a schema document; anywhere else it is unsupported.
+COMPATIBILITY_KEYWORD = "x-compatibility"
+COMPATIBILITY_MODES = (
+    "BACKWARD",
+    "BACKWARD_TRANSITIVE",
+    "FORWARD",
+    "FORWARD_TRANSITIVE",
+    "FULL",
+    "FULL_TRANSITIVE",
+    "NONE",
+)
+DEFAULT_COMPATIBILITY = "BACKWARD"
 JSON_TYPES = frozenset({"object", "array", "string", "integer", "number", "boolean", "null"})
 
 
@@ -69,6 +82,7 @@ class EventSchema:
     document: Mapping[str, Any]
     properties_type: type[msgspec.Struct]
     decoder: msgspec.json.Decoder[Any] = field(repr=False)
+    compatibility: str = DEFAULT_COMPATIBILITY
 
     @property
     def name(self) -> str:
@@ -143,9 +157,18 @@ def load_schema_file(file: Path, event: str, version: int) -> EventSchema:
         raise SchemaLoadError(file, "", "a schema file holds one JSON object")
     if document.get("type") != "object" or "properties" not in document:
         raise SchemaLoadError(file, "", 'an event schema is `"type": "object"` with properties')
+    compatibility = document.get(COMPATIBILITY_KEYWORD, DEFAULT_COMPATIBILITY)
+    if compatibility not in COMPATIBILITY_MODES:
+        raise SchemaLoadError(
+            file,
+            "/" + COMPATIBILITY_KEYWORD,
+            f"`{COMPATIBILITY_KEYWORD}` is one of {', '.join(COMPATIBILITY_MODES)}: "
+            f"got {compatibility!r}",
+        )
+    body = {key: value for key, value in document.items() if key != COMPATIBILITY_KEYWORD}
     compiler = _Compiler(file, _struct_name(event, version))
     try:
-        properties_type = compiler.compile(document, "")
+        properties_type = compiler.compile(body, "")
         decoder = msgspec.json.Decoder(properties_type)
     except (TypeError, ValueError, NotImplementedError) as exc:
         # msgspec refuses some values the JSON checks above let through (e.g. a fractional
@@ -160,6 +183,7 @@ def load_schema_file(file: Path, event: str, version: int) -> EventSchema:
         document=document,
         properties_type=properties_type,
         decoder=decoder,
+        compatibility=compatibility,
     )
 
 

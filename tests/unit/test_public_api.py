@@ -33,10 +33,14 @@ def test_collector_exports() -> None:
 
 def test_event_schemas_exports() -> None:
     assert sorted(event_schemas.__all__) == [
+        "COMPATIBILITY_MODES",
         "EventSchema",
         "PLAN_DIR",
         "SchemaLoadError",
         "SchemaRegistry",
+        "Violation",
+        "check_pair",
+        "check_registry",
         "load_registry",
         "load_schema_file",
     ]
