@@ -138,11 +138,19 @@ def load_registry(root: Path | str | None = None) -> SchemaRegistry:
         files = sorted(p for p in event_dir.iterdir() if not p.name.startswith("."))
         if not files:
             raise SchemaLoadError(event_dir, "", "an event directory holds at least v1.json")
+        versions: dict[int, Path] = {}
         for file in files:
             match = VERSION_FILE_RE.match(file.name)
             if match is None:
                 raise SchemaLoadError(file, "", "schema files are named v<N>.json, N >= 1")
-            schemas.append(load_schema_file(file, event_dir.name, int(match.group(1))))
+            versions[int(match.group(1))] = file
+        missing = sorted(set(range(1, max(versions) + 1)) - set(versions))
+        if missing:
+            # compatibility is checked version to version, so a gap would hide a step
+            names = ", ".join(f"v{v}.json" for v in missing)
+            raise SchemaLoadError(event_dir, "", f"versions have a gap: {names} missing")
+        for version, file in sorted(versions.items()):
+            schemas.append(load_schema_file(file, event_dir.name, version))
     if not schemas:
         raise SchemaLoadError(base, "", "no schema files found")
     return SchemaRegistry(schemas)

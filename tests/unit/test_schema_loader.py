@@ -289,6 +289,11 @@ def _stray_file(root: Path) -> Path:
     return root / "README.md"
 
 
+def _version_gap(root: Path) -> Path:
+    write_schema(root, prop(t("string")), name="v1.json")
+    return write_schema(root, prop(t("string")), name="v3.json").parent
+
+
 def _empty_event_dir(root: Path) -> Path:
     write_schema(root, prop(t("string")))
     (root / "other").mkdir()
@@ -303,6 +308,7 @@ LAYOUT_ERRORS: dict[str, tuple[Callable[[Path], Path], str]] = {
     "stray-file": (_stray_file, "only <event>/ directories"),
     "empty-dir": (lambda root: root, "no schema files found"),
     "empty-event-dir": (_empty_event_dir, "at least v1.json"),
+    "version-gap": (_version_gap, "versions have a gap: v2.json missing"),
 }
 
 
