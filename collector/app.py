@@ -45,7 +45,7 @@ def create_app(
     app[keys.METRICS] = Metrics(registry or CollectorRegistry(), schemas.events())
     app[keys.CLOCK] = clock or utc_now
     app[keys.ROUTES] = RouteTable(
-        Topics(prefix=settings.topic_prefix, dead_letter=settings.dead_letter_topic)
+        Topics(prefix=settings.topic_prefix, dead_letter=settings.dead_letter_topic), schemas
     )
     inflight = app[keys.INFLIGHT] = InFlight(settings.max_inflight_bytes)
     app[keys.METRICS].inflight_bytes.set_function(lambda: inflight.bytes)

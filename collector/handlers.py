@@ -120,8 +120,19 @@ async def _ingest(app: web.Application, body: bytes) -> web.Response:
     batch = decode_batch(body)
     verdict = validate_batch(batch, app[keys.SCHEMAS])
     received_at = app[keys.CLOCK]()
-    enrich(verdict.valid, received_at=received_at)
-    records = route(verdict.valid, verdict.invalid, table=app[keys.ROUTES], received_at=received_at)
+    enrich(
+        verdict.valid,
+        received_at=received_at,
+        annotated=verdict.annotated,
+        pii_hash_key=settings.pii_hash_key.encode() if settings.pii_hash_key else None,
+    )
+    records = route(
+        verdict.valid,
+        verdict.invalid,
+        table=app[keys.ROUTES],
+        received_at=received_at,
+        annotated=verdict.annotated,
+    )
 
     started = time.perf_counter()
     outcomes = await sink.publish(records, timeout_s=settings.sink_timeout_s)

@@ -8,13 +8,15 @@ Everything that is the same for every event of one schema is computed once, in R
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgspec
 
 from collector.model import DeadLetter, WireEvent
 from collector.sinks.base import Record
-from collector.validation import InvalidEvent
+from collector.validation import Annotated, InvalidEvent
+from event_schemas import SchemaRegistry
 
 CONTENT_TYPE = b"application/json"
 
@@ -37,8 +39,9 @@ class Topics:
 class RouteTable:
     """Topic and constant headers per (event, version), computed on first use."""
 
-    def __init__(self, topics: Topics) -> None:
+    def __init__(self, topics: Topics, schemas: SchemaRegistry | None = None) -> None:
         self.topics = topics
+        self._schemas = schemas
         self._routes: dict[str, dict[int, Route]] = {}
 
     def route_for(self, event: str, version: int) -> Route:
@@ -55,7 +58,13 @@ class RouteTable:
             # The encoded value starts {"event":<name>,"version":<v>,"event_id":"<uuid>" (the
             # WireEvent field order), so the id's offset is the same for every such event.
             prefix = b'{"event":' + _encoder.encode(event) + b',"version":%d,"event_id":"' % version
-            route = by_version[version] = (self.topics.for_event(event), headers, len(prefix))
+            schema = self._schemas.get(event, version) if self._schemas is not None else None
+            topic = schema.metadata.topic if schema is not None else None
+            route = by_version[version] = (
+                topic or self.topics.for_event(event),
+                headers,
+                len(prefix),
+            )
         return route
 
 
@@ -65,6 +74,7 @@ def route(
     *,
     table: RouteTable,
     received_at: dt.datetime,
+    annotated: Sequence[Annotated] = (),
 ) -> list[Record]:
     timestamp_ms = int(received_at.timestamp() * 1000)
     encode = _encoder.encode
@@ -79,6 +89,11 @@ def route(
         value = encode(event)
         event_id = value[id_at : id_at + UUID_CHARS]
         append(Record(topic, key, value, [*headers, ("event_id", event_id)], timestamp_ms))
+    for position, schema, properties in annotated:
+        field = schema.metadata.partition_key
+        if field is not None:  # the schema's declared key replaces the user/anonymous id
+            value = msgspec.to_builtins(properties)[field]
+            records[position] = msgspec.structs.replace(records[position], key=str(value).encode())
     records.extend(
         _dead_letter(event, table.topics, received_at, timestamp_ms) for event in invalid
     )

@@ -48,6 +48,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Request bytes being processed at once in this process; past it, 503 at once (no queue).
     max_inflight_bytes: PositiveInt = 67_108_864
     max_decompressed_bytes: PositiveInt = 8_388_608
+    # Key for hashing `x-pii: hash` properties (HMAC-SHA256); unset: plain SHA-256.
+    pii_hash_key: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @property

@@ -13,7 +13,7 @@ import msgspec
 
 from collector.decoding import DecodedBatch
 from collector.model import FieldError, WireEvent
-from event_schemas import SchemaRegistry
+from event_schemas import EventSchema, SchemaRegistry
 
 # Reasons an event is dead-lettered: a bounded set, used as metric labels.
 INVALID_EVENT = "invalid_event"
@@ -38,16 +38,24 @@ class InvalidEvent:
         return str(self.event.event_id) if self.event is not None else None
 
 
+# (position in `valid`, its schema, its decoded properties): kept only for schemas whose
+# property values later stages read (partition key, PII)
+Annotated = tuple[int, EventSchema, msgspec.Struct]
+
+
 @dataclass(frozen=True, slots=True)
 class BatchVerdict:
     valid: list[WireEvent]
     invalid: list[InvalidEvent]
+    annotated: list[Annotated]
 
 
 def validate_batch(batch: DecodedBatch, schemas: SchemaRegistry) -> BatchVerdict:
     valid: list[WireEvent] = []
     invalid: list[InvalidEvent] = []
+    annotated: list[Annotated] = []
     decoders = schemas.decoders
+    needs_values = schemas.annotated
     if batch.events is not None:
         for index, event in enumerate(batch.events):
             by_version = decoders.get(event.event)
@@ -56,29 +64,36 @@ def validate_batch(batch: DecodedBatch, schemas: SchemaRegistry) -> BatchVerdict
                 invalid.append(_refuse(index, event, schemas))
                 continue
             try:
-                decoder.decode(event.properties)
+                properties = decoder.decode(event.properties)
             except msgspec.ValidationError as exc:
                 error = field_error(exc, "$.properties")
                 invalid.append(InvalidEvent(index, INVALID_PROPERTIES, [error], event))
                 continue
+            if event.event in needs_values:
+                schema = needs_values[event.event].get(event.version)
+                if schema is not None:
+                    annotated.append((len(valid), schema, properties))
             valid.append(event)
     else:
         for index, raw in enumerate(batch.raw_events()):
             verdict = validate_event(index, raw, schemas)
             if isinstance(verdict, InvalidEvent):
                 invalid.append(verdict)
-            else:
-                valid.append(verdict)
+                continue
+            event, schema, properties = verdict
+            if schema.metadata.needs_properties:
+                annotated.append((len(valid), schema, properties))
+            valid.append(event)
     if invalid:
         raw_events = batch.raw_events()
         for rejected in invalid:
             rejected.raw = raw_events[rejected.index]
-    return BatchVerdict(valid, invalid)
+    return BatchVerdict(valid, invalid, annotated)
 
 
 def validate_event(
     index: int, raw: msgspec.Raw, schemas: SchemaRegistry
-) -> WireEvent | InvalidEvent:
+) -> tuple[WireEvent, EventSchema, msgspec.Struct] | InvalidEvent:
     """The per-event path, for batches whose envelopes did not all decode in one pass."""
     try:
         event = _event_decoder.decode(raw)
@@ -88,10 +103,10 @@ def validate_event(
     if schema is None or (event.user_id is None and event.anonymous_id is None):
         return _refuse(index, event, schemas)
     try:
-        schema.decode_properties(event.properties)
+        properties = schema.decode_properties(event.properties)
     except msgspec.ValidationError as exc:
         return InvalidEvent(index, INVALID_PROPERTIES, [field_error(exc, "$.properties")], event)
-    return event
+    return event, schema, properties
 
 
 def _refuse(index: int, event: WireEvent, schemas: SchemaRegistry) -> InvalidEvent:

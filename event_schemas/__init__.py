@@ -4,21 +4,22 @@ This package is the leaf of the project: it imports msgspec only, never the SDK 
 """
 
 from event_schemas.compat import Violation, check_pair, check_registry
+from event_schemas.errors import SchemaLoadError
 from event_schemas.loader import (
-    COMPATIBILITY_MODES,
     PLAN_DIR,
     EventSchema,
-    SchemaLoadError,
     SchemaRegistry,
     load_registry,
     load_schema_file,
 )
+from event_schemas.metadata import COMPATIBILITY_MODES, SchemaMetadata
 
 __all__ = [
     "COMPATIBILITY_MODES",
     "PLAN_DIR",
     "EventSchema",
     "SchemaLoadError",
+    "SchemaMetadata",
     "SchemaRegistry",
     "Violation",
     "check_pair",

@@ -51,12 +51,8 @@ from typing import Any
 
 import msgspec
 
-from event_schemas.loader import (
-    COMPATIBILITY_MODES,
-    EventSchema,
-    SchemaRegistry,
-    _Compiler,
-)
+from event_schemas.loader import EventSchema, SchemaRegistry, _Compiler
+from event_schemas.metadata import COMPATIBILITY_MODES
 
 __all__ = [
     "COMPATIBILITY_MODES",

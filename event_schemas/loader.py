@@ -18,6 +18,9 @@ from typing import Annotated, Any, Literal, Union
 
 import msgspec
 
+from event_schemas.errors import SchemaLoadError
+from event_schemas.metadata import SchemaMetadata, split_metadata
+
 PLAN_DIR = Path(__file__).resolve().parent / "plan"
 
 EVENT_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -47,29 +50,7 @@ CONSTRAINT_KEYWORDS: Mapping[str, frozenset[str]] = {
     "format": frozenset({"string"}),
 }
 SUPPORTED_FORMATS = frozenset({"date-time", "uuid"})
-# The one extension keyword: how a version must relate to the earlier ones (see compat.py).
-# Accepted only at the top level of a schema document; anywhere else it is unsupported.
-COMPATIBILITY_KEYWORD = "x-compatibility"
-COMPATIBILITY_MODES = (
-    "BACKWARD",
-    "BACKWARD_TRANSITIVE",
-    "FORWARD",
-    "FORWARD_TRANSITIVE",
-    "FULL",
-    "FULL_TRANSITIVE",
-    "NONE",
-)
-DEFAULT_COMPATIBILITY = "BACKWARD"
 JSON_TYPES = frozenset({"object", "array", "string", "integer", "number", "boolean", "null"})
-
-
-class SchemaLoadError(Exception):
-    """A schema file cannot be compiled; the message names the file and the JSON pointer."""
-
-    def __init__(self, file: Path, pointer: str, message: str) -> None:
-        self.file = file
-        self.pointer = pointer or "/"
-        super().__init__(f"{file}: at {self.pointer}: {message}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +63,11 @@ class EventSchema:
     document: Mapping[str, Any]
     properties_type: type[msgspec.Struct]
     decoder: msgspec.json.Decoder[Any] = field(repr=False)
-    compatibility: str = DEFAULT_COMPATIBILITY
+    metadata: SchemaMetadata = field(default_factory=SchemaMetadata)
+
+    @property
+    def compatibility(self) -> str:
+        return self.metadata.compatibility
 
     @property
     def name(self) -> str:
@@ -102,8 +87,13 @@ class SchemaRegistry:
         self._events = sorted({s.event for s in schemas})
         # event -> version -> decoder: the hot path's lookup, two dict hits and no tuple
         self.decoders: dict[str, dict[int, msgspec.json.Decoder[Any]]] = {}
+        # event -> version -> schema, only for schemas whose property values the collector
+        # reads (partition key, PII): the hot path skips the rest with one dict miss
+        self.annotated: dict[str, dict[int, EventSchema]] = {}
         for schema in schemas:
             self.decoders.setdefault(schema.event, {})[schema.version] = schema.decoder
+            if schema.metadata.needs_properties:
+                self.annotated.setdefault(schema.event, {})[schema.version] = schema
 
     def get(self, event: str, version: int) -> EventSchema | None:
         return self._by_key.get((event, version))
@@ -165,15 +155,7 @@ def load_schema_file(file: Path, event: str, version: int) -> EventSchema:
         raise SchemaLoadError(file, "", "a schema file holds one JSON object")
     if document.get("type") != "object" or "properties" not in document:
         raise SchemaLoadError(file, "", 'an event schema is `"type": "object"` with properties')
-    compatibility = document.get(COMPATIBILITY_KEYWORD, DEFAULT_COMPATIBILITY)
-    if compatibility not in COMPATIBILITY_MODES:
-        raise SchemaLoadError(
-            file,
-            "/" + COMPATIBILITY_KEYWORD,
-            f"`{COMPATIBILITY_KEYWORD}` is one of {', '.join(COMPATIBILITY_MODES)}: "
-            f"got {compatibility!r}",
-        )
-    body = {key: value for key, value in document.items() if key != COMPATIBILITY_KEYWORD}
+    metadata, body = split_metadata(file, document)
     compiler = _Compiler(file, _struct_name(event, version))
     try:
         properties_type = compiler.compile(body, "")
@@ -191,7 +173,7 @@ def load_schema_file(file: Path, event: str, version: int) -> EventSchema:
         document=document,
         properties_type=properties_type,
         decoder=decoder,
-        compatibility=compatibility,
+        metadata=metadata,
     )
 
 

@@ -37,6 +37,7 @@ def test_event_schemas_exports() -> None:
         "EventSchema",
         "PLAN_DIR",
         "SchemaLoadError",
+        "SchemaMetadata",
         "SchemaRegistry",
         "Violation",
         "check_pair",
