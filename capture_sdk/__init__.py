@@ -3,6 +3,8 @@
 Imports `event_schemas` at most, never the collector. Public names are re-exported here.
 """
 
+from capture_sdk._async_client import AsyncClient
+from capture_sdk._async_transport import AiohttpTransport, AsyncTransport
 from capture_sdk._client import Client
 from capture_sdk._errors import CaptureError, ConfigurationError, InvalidEventError, TransportError
 from capture_sdk._events import ClientStats, DroppedEvent, FieldError
@@ -11,6 +13,9 @@ from capture_sdk._transport import HttpTransport, Response, Transport
 from capture_sdk._version import __version__
 
 __all__ = [
+    "AiohttpTransport",
+    "AsyncClient",
+    "AsyncTransport",
     "CaptureError",
     "Client",
     "ClientStats",

@@ -5,6 +5,8 @@ client = Client(transport=transport)
 ... code under test calls client.track(...) ...
 client.flush()
 assert [e["event"] for e in transport.events] == ["track_played"]
+
+For `AsyncClient`, `AsyncRecordingTransport` does the same (and `await client.flush()`).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from typing import Any
 
 import msgspec
 
+from capture_sdk._async_transport import AsyncTransport
 from capture_sdk._errors import TransportError
 from capture_sdk._transport import Response, Transport
 
-__all__ = ["RecordingTransport", "Response"]
+__all__ = ["AsyncRecordingTransport", "RecordingTransport", "Response"]
 
 
 class RecordingTransport(Transport):
@@ -66,3 +69,36 @@ class RecordingTransport(Transport):
     @property
     def events(self) -> list[dict[str, Any]]:
         return [event for batch in self.batches for event in batch]
+
+
+class AsyncRecordingTransport(AsyncTransport):
+    """`RecordingTransport` for `AsyncClient`: same script, same recorded batches."""
+
+    def __init__(self, script: Iterable[Response | TransportError] = ()) -> None:
+        self._recorder = RecordingTransport(script)
+        self.closed = False
+
+    def queue(self, *responses: Response | TransportError) -> None:
+        self._recorder.queue(*responses)
+
+    async def send(self, body: bytes, headers: Mapping[str, str]) -> Response:
+        return self._recorder.send(body, headers)
+
+    async def close(self) -> None:
+        self.closed = True
+
+    @property
+    def attempts(self) -> int:
+        return self._recorder.attempts
+
+    @property
+    def requests(self) -> list[tuple[Mapping[str, str], dict[str, Any]]]:
+        return self._recorder.requests
+
+    @property
+    def batches(self) -> list[list[dict[str, Any]]]:
+        return self._recorder.batches
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return self._recorder.events

@@ -10,6 +10,9 @@ import event_schemas
 
 def test_capture_sdk_exports() -> None:
     assert sorted(capture_sdk.__all__) == [
+        "AiohttpTransport",
+        "AsyncClient",
+        "AsyncTransport",
         "CaptureError",
         "Client",
         "ClientStats",
@@ -24,7 +27,11 @@ def test_capture_sdk_exports() -> None:
         "TransportError",
         "__version__",
     ]
-    assert capture_sdk.testing.__all__ == ["RecordingTransport", "Response"]
+    assert capture_sdk.testing.__all__ == [
+        "AsyncRecordingTransport",
+        "RecordingTransport",
+        "Response",
+    ]
 
 
 def test_collector_exports() -> None:
