@@ -31,27 +31,25 @@ import contextlib
 import datetime as dt
 import gzip
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
 
 from capture_sdk._async_transport import AiohttpTransport, AsyncTransport
-from capture_sdk._errors import ConfigurationError, InvalidEventError, TransportError
-from capture_sdk._events import ClientStats, DroppedEvent, QueuedEvent
-from capture_sdk._ids import uuid7
-from capture_sdk._retry import RetryPolicy, is_retriable_status, parse_retry_after
-from capture_sdk._transport import Response
-from capture_sdk._version import __version__
-from capture_sdk._worker import (
+from capture_sdk._delivery import (
     GZIP_LEVEL,
     Counters,
-    _BatchResult,
-    _describe,
-    _result_decoder,
+    Outcomes,
+    batch_body,
+    describe,
+    queue_event,
     wire_event,
 )
+from capture_sdk._errors import ConfigurationError, TransportError
+from capture_sdk._events import ClientStats, DroppedEvent, QueuedEvent
+from capture_sdk._retry import RetryPolicy, is_retriable_status, parse_retry_after
+from capture_sdk._version import __version__
 
 log = logging.getLogger("capture_sdk")
 
@@ -110,6 +108,7 @@ class AsyncClient:
             self._headers["Content-Encoding"] = "gzip"
         self._encoder = msgspec.json.Encoder()
         self._counters = Counters()
+        self._outcomes = Outcomes(self._counters, self._report)
         self._items: collections.deque[QueuedEvent] = collections.deque()
         self._enqueued = 0
         self._unfinished = 0  # queued plus taken by the sender but not yet finished
@@ -138,51 +137,25 @@ class AsyncClient:
 
         Called from inside a running loop, it starts the sender task on that loop if needed.
         """
-        if not isinstance(event, str) or not event:
-            raise InvalidEventError(f"event must be a non-empty string, got {event!r}")
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise InvalidEventError(f"version must be an int >= 1, got {version!r}")
-        if user_id is None and anonymous_id is None:
-            raise InvalidEventError(f"{event}: give user_id or anonymous_id (or both)")
-        if properties is None:
-            properties = {}
-        elif not isinstance(properties, Mapping | msgspec.Struct):
-            raise InvalidEventError(f"{event}: properties must be a mapping or a msgspec Struct")
-        occurred: int | dt.datetime
-        if occurred_at is None:
-            occurred = time.time_ns()
-        elif occurred_at.tzinfo is None:
-            raise InvalidEventError(f"{event}: occurred_at must be timezone-aware")
-        else:
-            occurred = occurred_at
-        event_id = uuid7(occurred if isinstance(occurred, int) else time.time_ns())
-        if self._closed or len(self._items) >= self._max_queue_size:
-            reason = "client_closed" if self._closed else "queue_full"
-            self._counters.drop(reason)
-            detail = "client is shut down" if self._closed else "queue is full"
-            self._report(
-                [
-                    DroppedEvent(
-                        event_id=event_id,
-                        event=event,
-                        version=version,
-                        reason=reason,
-                        detail=detail,
-                    )
-                ]
-            )
-            return event_id
-        self._items.append(
-            QueuedEvent(
-                event, version, event_id, occurred, properties, user_id, anonymous_id, context
-            )
+        queued = queue_event(
+            event,
+            properties,
+            version=version,
+            user_id=user_id,
+            anonymous_id=anonymous_id,
+            occurred_at=occurred_at,
+            context=context,
         )
+        if self._closed or len(self._items) >= self._max_queue_size:
+            self._outcomes.refused(queued, closed=self._closed)
+            return queued.event_id
+        self._items.append(queued)
         self._enqueued += 1
         self._unfinished += 1
         if len(self._items) in (1, self._batch_size):
             self._wake.set()  # the first event starts the interval; a full batch goes now
         self._ensure_sender()
-        return event_id
+        return queued.event_id
 
     async def start(self) -> None:
         """Start the sender on the running loop (optional: any use from a loop starts it)."""
@@ -220,7 +193,7 @@ class AsyncClient:
         leftover = list(self._items)
         self._items.clear()
         if leftover:
-            self._drop(leftover, "shutdown", "client shut down before this event was sent")
+            self._outcomes.drop(leftover, "shutdown", "client shut down before this event was sent")
             self._finish(len(leftover))
         try:
             await asyncio.wait_for(self._transport.close(), max(0.05, deadline - loop.time()))
@@ -306,7 +279,7 @@ class AsyncClient:
                 await self._deliver(batch)
             except Exception as exc:  # the sender must outlive any bug in one batch
                 log.exception("capture_sdk sender failed on a batch")
-                self._drop(batch, "retries_exhausted", f"internal error: {exc!r}")
+                self._outcomes.drop(batch, "retries_exhausted", f"internal error: {exc!r}")
             finally:
                 self._finish(len(batch))
             await asyncio.sleep(0)  # a transport that never suspends must not starve the loop
@@ -344,7 +317,7 @@ class AsyncClient:
                 encoded.append(self._encoder.encode(wire_event(event)))
                 events.append(event)
             except (TypeError, ValueError, msgspec.EncodeError) as exc:
-                self._drop([event], "unserializable", f"cannot encode as JSON: {exc}")
+                self._outcomes.drop([event], "unserializable", f"cannot encode as JSON: {exc}")
         if not events:
             return
         payload = b",".join(encoded)
@@ -361,71 +334,28 @@ class AsyncClient:
                     log.debug("batch of %d not sent: %s", len(events), exc)
                 else:
                     if response.status == 200:
-                        self._delivered(events, response)
+                        self._outcomes.delivered(events, response)
                         return
                     if not is_retriable_status(response.status):
-                        self._drop(events, "collector_refused", _describe(response))
+                        self._outcomes.drop(events, "collector_refused", describe(response))
                         return
                     retry_after_s = parse_retry_after(response.headers.get("retry-after"))
                 delay_s = self._policy.delay_s(attempt, retry_after_s)
                 if loop.time() - started + delay_s > self._policy.max_retry_time_s:
-                    self._drop(
+                    self._outcomes.drop(
                         events, "retries_exhausted", f"not delivered after {attempt} attempts"
                     )
                     return
                 self._counters.add("retried")
                 await asyncio.sleep(delay_s)
         except asyncio.CancelledError:
-            self._drop(events, "shutdown", "client shut down while sending this event")
+            self._outcomes.drop(events, "shutdown", "client shut down while sending this event")
             raise
 
     async def _body(self, payload: bytes) -> bytes:
-        sent_at = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-        body = b'{"sent_at":"' + sent_at.encode() + b'","batch":[' + payload + b"]}"
+        body = batch_body(payload)
         if not self._gzip:
             return body
         if len(body) <= INLINE_GZIP_MAX_BYTES:
             return gzip.compress(body, GZIP_LEVEL, mtime=0)
         return await asyncio.to_thread(gzip.compress, body, GZIP_LEVEL, mtime=0)
-
-    def _delivered(self, events: list[QueuedEvent], response: Response) -> None:
-        try:
-            result = _result_decoder.decode(response.body)
-        except msgspec.DecodeError:
-            # 200 means the collector acknowledged the batch; an odd body cannot undo that.
-            log.warning("collector answered 200 with an unreadable body; counting all as sent")
-            result = _BatchResult(accepted=len(events))
-        dropped = []
-        for rejection in result.rejected:
-            if 0 <= rejection.index < len(events):
-                event = events[rejection.index]
-                dropped.append(
-                    DroppedEvent(
-                        event_id=event.event_id,
-                        event=event.event,
-                        version=event.version,
-                        reason="rejected",
-                        detail=f"rejected by the collector: {rejection.reason}",
-                        errors=tuple(rejection.errors),
-                    )
-                )
-        self._counters.add("sent", len(events) - len(dropped))
-        if dropped:
-            self._counters.add("rejected", len(dropped))
-            self._emit(dropped, "rejected")
-
-    def _drop(self, events: Sequence[QueuedEvent], reason: str, detail: str) -> None:
-        dropped = [
-            DroppedEvent(
-                event_id=e.event_id, event=e.event, version=e.version, reason=reason, detail=detail
-            )
-            for e in events
-        ]
-        self._emit(dropped, reason)
-
-    def _emit(self, dropped: list[DroppedEvent], reason: str) -> None:
-        self._counters.drop(reason, len(dropped))
-        log.warning(
-            "capture_sdk dropped %d event(s): %s (%s)", len(dropped), reason, dropped[0].detail
-        )
-        self._report(dropped)

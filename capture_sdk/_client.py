@@ -10,7 +10,6 @@ import atexit
 import datetime as dt
 import logging
 import os
-import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -18,13 +17,13 @@ from typing import Any
 import msgspec
 
 from capture_sdk._buffer import EventBuffer
-from capture_sdk._errors import ConfigurationError, InvalidEventError
+from capture_sdk._delivery import Counters, Outcomes, queue_event
+from capture_sdk._errors import ConfigurationError
 from capture_sdk._events import ClientStats, DroppedEvent, QueuedEvent
-from capture_sdk._ids import uuid7
 from capture_sdk._retry import RetryPolicy
 from capture_sdk._transport import HttpTransport, Transport
 from capture_sdk._version import __version__
-from capture_sdk._worker import Counters, Worker
+from capture_sdk._worker import Worker
 
 log = logging.getLogger("capture_sdk")
 
@@ -96,13 +95,13 @@ class Client:
     def _start(self) -> None:
         """Fresh queue, counters and worker thread: at construction, and in a forked child."""
         self._counters = Counters()
+        self._outcomes = Outcomes(self._counters, self._report)
         self._buffer: EventBuffer[QueuedEvent] = EventBuffer(*self._queue_sizes)
         self._worker = Worker(
             buffer=self._buffer,
             transport=self._transport,
             policy=self._policy,
-            counters=self._counters,
-            report=self._report,
+            outcomes=self._outcomes,
             headers=self._headers,
             flush_interval_s=self._flush_interval_s,
             use_gzip=self._gzip,
@@ -130,44 +129,18 @@ class Client:
         context: Mapping[str, Any] | None = None,
     ) -> str:
         """Queue one event and return its event_id (kept across retries, for dedup)."""
-        if not isinstance(event, str) or not event:
-            raise InvalidEventError(f"event must be a non-empty string, got {event!r}")
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise InvalidEventError(f"version must be an int >= 1, got {version!r}")
-        if user_id is None and anonymous_id is None:
-            raise InvalidEventError(f"{event}: give user_id or anonymous_id (or both)")
-        if properties is None:
-            properties = {}
-        elif not isinstance(properties, Mapping | msgspec.Struct):
-            raise InvalidEventError(f"{event}: properties must be a mapping or a msgspec Struct")
-        occurred: int | dt.datetime
-        if occurred_at is None:
-            occurred = time.time_ns()
-        elif occurred_at.tzinfo is None:
-            raise InvalidEventError(f"{event}: occurred_at must be timezone-aware")
-        else:
-            occurred = occurred_at
-        # Only cheap work here; the worker thread formats times, merges context and encodes.
-        event_id = uuid7(occurred if isinstance(occurred, int) else time.time_ns())
-        queued = QueuedEvent(
-            event, version, event_id, occurred, properties, user_id, anonymous_id, context
+        queued = queue_event(
+            event,
+            properties,
+            version=version,
+            user_id=user_id,
+            anonymous_id=anonymous_id,
+            occurred_at=occurred_at,
+            context=context,
         )
         if not self._buffer.put(queued):
-            reason = "client_closed" if self._buffer.closed else "queue_full"
-            self._counters.drop(reason)
-            detail = "client is shut down" if reason == "client_closed" else "queue is full"
-            self._report(
-                [
-                    DroppedEvent(
-                        event_id=event_id,
-                        event=event,
-                        version=version,
-                        reason=reason,
-                        detail=detail,
-                    )
-                ]
-            )
-        return event_id
+            self._outcomes.refused(queued, closed=self._buffer.closed)
+        return queued.event_id
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Send everything queued so far; True if all of it was delivered or dropped in time."""
