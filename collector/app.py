@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from collector import handlers, keys
 from collector.backpressure import InFlight
 from collector.metrics import Metrics
-from collector.routing import RouteTable, Topics
+from collector.reload import PlanHolder, build_plan, sighup_reload
 from collector.settings import Settings
 from collector.sinks import Sink, build_sink
 from event_schemas import SchemaRegistry, load_registry
@@ -36,20 +36,25 @@ def create_app(
     clock: keys.Clock | None = None,
     registry: CollectorRegistry | None = None,
     schemas: SchemaRegistry | None = None,
+    reload_on_sighup: bool = True,
 ) -> web.Application:
+    """The collector app. `schemas` is the first plan (default: loaded from settings); a
+    reload (SIGHUP, or `collector.reload.reload_plan`) always reads `settings.schemas_dir`.
+    """
     schemas = schemas if schemas is not None else load_registry(settings.schemas_dir)
+    plan = build_plan(schemas, settings)
     app = web.Application(middlewares=[handlers.error_middleware])
     app[keys.SETTINGS] = settings
-    app[keys.SCHEMAS] = schemas
+    app[keys.PLAN] = PlanHolder(plan)
     app[keys.SINK] = sink if sink is not None else build_sink(settings)
-    app[keys.METRICS] = Metrics(registry or CollectorRegistry(), schemas.events())
+    metrics = app[keys.METRICS] = Metrics(registry or CollectorRegistry(), plan.known_events)
+    metrics.schema_event_versions.set(plan.event_versions)
     app[keys.CLOCK] = clock or utc_now
-    app[keys.ROUTES] = RouteTable(
-        Topics(prefix=settings.topic_prefix, dead_letter=settings.dead_letter_topic), schemas
-    )
     inflight = app[keys.INFLIGHT] = InFlight(settings.max_inflight_bytes)
     app[keys.METRICS].inflight_bytes.set_function(lambda: inflight.bytes)
     app.cleanup_ctx.append(_sink_lifecycle)
+    if reload_on_sighup:
+        app.cleanup_ctx.append(sighup_reload)
     app.router.add_post("/v1/batch", handlers.handle_batch)
     app.router.add_get("/healthz", handlers.handle_healthz)
     app.router.add_get("/readyz", handlers.handle_readyz)

@@ -117,8 +117,9 @@ async def _ingest(app: web.Application, body: bytes) -> web.Response:
     settings = app[keys.SETTINGS]
     metrics = app[keys.METRICS]
     sink = app[keys.SINK]
+    plan = app[keys.PLAN].current  # one snapshot for the whole request, even across a reload
     batch = decode_batch(body)
-    verdict = validate_batch(batch, app[keys.SCHEMAS])
+    verdict = validate_batch(batch, plan.schemas)
     received_at = app[keys.CLOCK]()
     enrich(
         verdict.valid,
@@ -129,7 +130,7 @@ async def _ingest(app: web.Application, body: bytes) -> web.Response:
     records = route(
         verdict.valid,
         verdict.invalid,
-        table=app[keys.ROUTES],
+        table=plan.routes,
         received_at=received_at,
         annotated=verdict.annotated,
     )
@@ -138,7 +139,7 @@ async def _ingest(app: web.Application, body: bytes) -> web.Response:
     outcomes = await sink.publish(records, timeout_s=settings.sink_timeout_s)
     metrics.sink_publish_seconds.labels(sink.name).observe(time.perf_counter() - started)
     if any(outcome is not Outcome.OK for outcome in outcomes):
-        metrics.count_events(verdict.valid, "failed")
+        plan.count_events(metrics, verdict.valid, "failed")
         failed = sum(outcome is not Outcome.OK for outcome in outcomes)
         detail = (
             f"the {sink.name} sink did not acknowledge {failed} of {len(records)} records;"
@@ -148,11 +149,11 @@ async def _ingest(app: web.Application, body: bytes) -> web.Response:
             raise SinkUnavailable(detail + ", retry it", retry_after_s=settings.retry_after_s)
         raise SinkRejected(detail + " and the sink refused it for good")
 
-    metrics.count_events(verdict.valid, "accepted")
+    plan.count_events(metrics, verdict.valid, "accepted")
     rejected = []
     for invalid in verdict.invalid:
         name = invalid.event.event if invalid.event is not None else None
-        metrics.events.labels(metrics.event_label(name), "rejected").inc()
+        metrics.events.labels(plan.event_label(name), "rejected").inc()
         metrics.rejections.labels(invalid.reason).inc()
         rejected.append(
             Rejected(

@@ -69,6 +69,17 @@ class Metrics:
             ["sink"],
             registry=registry,
         )
+        self.schema_reloads = Counter(
+            "capture_schema_reloads",
+            "Tracking plan reloads (SIGHUP), by outcome: ok, or failed (the old plan serves).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.schema_event_versions = Gauge(
+            "capture_schema_event_versions",
+            "Event versions in the tracking plan being served.",
+            registry=registry,
+        )
 
     def count_events(self, events: Iterable[WireEvent], outcome: str) -> None:
         """One counter update per event name, not per event."""

@@ -1,6 +1,6 @@
 """Run several collector processes on one port (SO_REUSEPORT), so every core takes requests.
 
-The parent only forks, forwards SIGTERM/SIGINT and restarts a worker that died; it never
+The parent only forks, forwards SIGTERM/SIGINT/SIGHUP and restarts a worker that died; it never
 serves requests itself, and builds nothing before the fork that a worker would share.
 """
 
@@ -27,8 +27,8 @@ def run_workers(count: int, serve_one: Callable[[int], int]) -> int:
     def spawn(index: int) -> None:
         pid = os.fork()
         if pid == 0:  # the worker
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(signum, signal.SIG_DFL)  # the worker's app installs its own
             code = 1
             try:
                 code = serve_one(index)
@@ -43,8 +43,14 @@ def run_workers(count: int, serve_one: Callable[[int], int]) -> int:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
+    def reload(signum: int, _frame: object) -> None:
+        for pid in list(children):  # each worker reloads its own tracking plan
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
     for first in range(count):
         spawn(first)
     worst = 0

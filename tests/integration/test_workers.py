@@ -67,6 +67,21 @@ def test_two_workers_share_the_port_and_are_supervised(kafka_broker: KafkaBroker
         with urllib.request.urlopen(request, timeout=30) as response:
             assert json.load(response)["accepted"] == 1
 
+        # SIGHUP to the parent reloads every worker's plan and leaves the parent running:
+        # 20 answers in a row (fresh connections, spread over both workers) show the reload
+        os.kill(parent.pid, signal.SIGHUP)
+        reloaded = 'capture_schema_reloads_total{outcome="ok"} 1.0'
+        deadline = time.monotonic() + 30
+        in_a_row = 0
+        while in_a_row < 20:
+            assert time.monotonic() < deadline, "the reload did not reach every worker"
+            assert parent.poll() is None
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                    in_a_row = in_a_row + 1 if reloaded in r.read().decode() else 0
+            except OSError:
+                continue
+
         dead = pids.pop()
         os.kill(dead, signal.SIGKILL)
         deadline = time.monotonic() + 30

@@ -1,0 +1,159 @@
+"""Hot reload of the tracking plan: on SIGHUP (or `reload_plan(app)`), load, check, swap.
+
+Everything derived from the schema set (the registry, the route table, the event names the
+metrics label by) lives in one immutable `Plan`. The app holds a `PlanHolder` whose `current`
+plan is replaced by one assignment between two requests; a handler reads `current` once and
+uses that snapshot for the whole request, so no request ever mixes two plans.
+
+A reload loads the schema directory off the event loop, runs the compatibility check, and
+swaps only when both pass; otherwise the old plan keeps serving and the reason is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from collector import keys
+from collector.metrics import UNKNOWN_EVENT_LABEL, Metrics
+from collector.model import WireEvent
+from collector.routing import RouteTable, Topics
+from collector.settings import Settings
+from event_schemas import SchemaLoadError, SchemaRegistry, check_registry, load_registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One loaded tracking plan and everything the request path derives from it."""
+
+    schemas: SchemaRegistry
+    routes: RouteTable
+    known_events: frozenset[str]
+
+    @property
+    def event_versions(self) -> int:
+        return len(self.schemas)
+
+    def event_label(self, event: str | None) -> str:
+        """The metrics label of an event name: itself when the plan has it, else `_unknown`."""
+        return event if event is not None and event in self.known_events else UNKNOWN_EVENT_LABEL
+
+    def count_events(self, metrics: Metrics, events: Iterable[WireEvent], outcome: str) -> None:
+        """One counter update per event name, not per event, labelled by this plan."""
+        counts = Counter(event.event for event in events)
+        for name, count in counts.items():
+            metrics.events.labels(self.event_label(name), outcome).inc(count)
+
+
+def build_plan(schemas: SchemaRegistry, settings: Settings) -> Plan:
+    topics = Topics(prefix=settings.topic_prefix, dead_letter=settings.dead_letter_topic)
+    return Plan(
+        schemas=schemas,
+        routes=RouteTable(topics, schemas),
+        known_events=frozenset(schemas.events()),
+    )
+
+
+@dataclass(slots=True)
+class PlanHolder:
+    """The app's plan; `current` is swapped whole, never changed in place."""
+
+    current: Plan
+    # Reloads run one at a time: a SIGHUP during a reload loads again after it.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class PlanRefused(Exception):
+    """The schema directory loaded but breaks compatibility; the message is the first one."""
+
+
+def _load_checked(directory: str | None) -> SchemaRegistry:
+    """Load and check the plan (blocking: runs in a worker thread)."""
+    schemas = load_registry(Path(directory) if directory is not None else None)
+    violations = check_registry(schemas)
+    if violations:
+        more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+        raise PlanRefused(f"{violations[0]}{more}")
+    return schemas
+
+
+async def reload_plan(app: web.Application) -> bool:
+    """Load the schema directory again and swap it in if it loads and is compatible.
+
+    Returns True when the new plan serves; on False the old one keeps serving.
+    """
+    holder = app[keys.PLAN]
+    settings = app[keys.SETTINGS]
+    metrics = app[keys.METRICS]
+    where = settings.schemas_dir or "the bundled plan"
+    async with holder.lock:
+        try:
+            schemas = await asyncio.to_thread(_load_checked, settings.schemas_dir)
+        except (SchemaLoadError, PlanRefused) as exc:
+            kind = "cannot load" if isinstance(exc, SchemaLoadError) else "incompatible"
+            log.error(
+                "tracking plan reload refused (%s), still serving the old plan: %s", kind, exc
+            )
+            metrics.schema_reloads.labels("failed").inc()
+            metrics.schema_event_versions.set(holder.current.event_versions)
+            return False
+        plan = build_plan(schemas, settings)
+        previous = holder.current
+        holder.current = plan  # the swap: the next request reads the new plan
+        metrics.known_events = plan.known_events
+        metrics.schema_reloads.labels("ok").inc()
+        metrics.schema_event_versions.set(plan.event_versions)
+    log.info(
+        "tracking plan reloaded from %s: %d event versions (was %d)",
+        where,
+        plan.event_versions,
+        previous.event_versions,
+    )
+    return True
+
+
+async def sighup_reload(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: reload the plan on SIGHUP while the app runs.
+
+    Installed only from the main thread and only when nobody else handles SIGHUP yet, so
+    several apps in one process (tests) leave each other's handler alone.
+    """
+    installed = False
+    tasks: set[asyncio.Task[bool]] = set()
+    loop = asyncio.get_running_loop()
+    sighup = getattr(signal, "SIGHUP", None)
+
+    def on_sighup() -> None:
+        log.info("SIGHUP: reloading the tracking plan")
+        task = loop.create_task(reload_plan(app))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    if (
+        sighup is not None
+        and threading.current_thread() is threading.main_thread()
+        and signal.getsignal(sighup) in (signal.SIG_DFL, signal.SIG_IGN)
+    ):
+        loop.add_signal_handler(sighup, on_sighup)
+        installed = True
+    else:
+        log.debug("SIGHUP reload not installed: not the main thread, or SIGHUP is taken")
+    try:
+        yield
+    finally:
+        if installed and sighup is not None:
+            loop.remove_signal_handler(sighup)
+        for task in list(tasks):
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
