@@ -124,16 +124,21 @@ class AsyncClient:
 
     def track(
         self,
-        event: str,
+        event: str | msgspec.Struct,
         properties: Mapping[str, Any] | msgspec.Struct | None = None,
         *,
-        version: int = 1,
+        version: int | None = None,
         user_id: str | None = None,
         anonymous_id: str | None = None,
         occurred_at: dt.datetime | None = None,
         context: Mapping[str, Any] | None = None,
     ) -> str:
         """Queue one event and return its event_id. Never awaits, never blocks.
+
+        `event` is the event name, with `properties` and `version` (default 1), or a typed
+        event such as `event_schemas.typed.TrackPlayedV2(...)`, which carries its name,
+        version and properties (passing `properties=` too, or another version, is an
+        InvalidEventError).
 
         Called from inside a running loop, it starts the sender task on that loop if needed.
         """

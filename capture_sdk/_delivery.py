@@ -41,10 +41,10 @@ OnDrop = Callable[[Sequence[DroppedEvent]], None]
 
 
 def queue_event(
-    event: str,
+    event: str | msgspec.Struct,
     properties: Mapping[str, Any] | msgspec.Struct | None,
     *,
-    version: int,
+    version: int | None,
     user_id: str | None,
     anonymous_id: str | None,
     occurred_at: dt.datetime | None,
@@ -52,10 +52,36 @@ def queue_event(
 ) -> QueuedEvent:
     """Check track()'s arguments (InvalidEventError for programmer errors) and build the event.
 
-    Only cheap work: the sender formats times, adds the library context and encodes.
+    `event` is an event name (with `version`, default 1) or a typed event: a msgspec Struct
+    whose class names its event and version in `__event_name__` and `__event_version__` (see
+    event_schemas.typed), sent as the properties. Only cheap work: the sender formats times,
+    adds the library context and encodes.
     """
+    if isinstance(event, msgspec.Struct):
+        typed = event
+        name = getattr(type(typed), "__event_name__", None)
+        typed_version = getattr(type(typed), "__event_version__", None)
+        if not isinstance(name, str) or not name:
+            raise InvalidEventError(
+                f"{type(typed).__name__} is not a typed event: its class has no "
+                "`__event_name__` and `__event_version__`"
+            )
+        if isinstance(typed_version, bool) or not isinstance(typed_version, int):
+            raise InvalidEventError(f"{type(typed).__name__}.__event_version__ is not an int")
+        if properties is not None:
+            raise InvalidEventError(
+                f"{name}: a typed event is its own properties; drop properties="
+            )
+        if version is not None and version != typed_version:
+            raise InvalidEventError(
+                f"{name}: version={version!r} conflicts with {type(typed).__name__}, "
+                f"which is version {typed_version}"
+            )
+        event, version, properties = name, typed_version, typed
     if not isinstance(event, str) or not event:
         raise InvalidEventError(f"event must be a non-empty string, got {event!r}")
+    if version is None:
+        version = 1
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise InvalidEventError(f"version must be an int >= 1, got {version!r}")
     if user_id is None and anonymous_id is None:

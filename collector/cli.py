@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from aiohttp import web
 
@@ -18,6 +19,8 @@ from collector.app import RUNNER_OPTIONS, create_app
 from collector.settings import FIELDS, Settings, SettingsError, env_var, load_settings
 from collector.workers import run_workers
 from event_schemas import SchemaLoadError, check_registry, load_registry
+from event_schemas.codegen import PYTHON_OUT, TYPESCRIPT_OUT, python_source, typescript_source
+from event_schemas.docs import render_markdown
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +54,37 @@ def build_parser() -> argparse.ArgumentParser:
         "the mode its `x-compatibility` declares (default BACKWARD).",
     )
     check.add_argument("--dir", default=None, help="schema directory (default: the bundled plan)")
+    codegen = schemas_sub.add_parser(
+        "codegen",
+        help="generate typed events (msgspec Structs and TypeScript declarations)",
+        description="Generate one msgspec Struct per event version (for Client.track) and the "
+        "matching TypeScript declarations. With --check, write nothing and exit 1 if the files "
+        "on disk differ from what would be generated.",
+    )
+    codegen.add_argument("--dir", default=None, help="schema directory (default: the bundled plan)")
+    codegen.add_argument(
+        "--python",
+        default=None,
+        metavar="OUT.py",
+        help=f"Python module to write (default: {PYTHON_OUT})",
+    )
+    codegen.add_argument(
+        "--typescript",
+        default=None,
+        metavar="OUT.d.ts",
+        help=f"TypeScript declarations to write (default: {TYPESCRIPT_OUT})",
+    )
+    codegen.add_argument(
+        "--check", action="store_true", help="compare with the files on disk, write nothing"
+    )
+    docs = schemas_sub.add_parser(
+        "docs",
+        help="render the tracking plan as one Markdown page",
+        description="Render every event version, its fields, constraints, PII tags, owner and "
+        "the changes between versions as one Markdown page.",
+    )
+    docs.add_argument("--dir", default=None, help="schema directory (default: the bundled plan)")
+    docs.add_argument("--out", default=None, metavar="FILE", help="write here (default: stdout)")
     return parser
 
 
@@ -58,7 +92,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.schemas_command == "codegen":
+        return codegen(args.dir, args.python, args.typescript, check=args.check)
+    if args.schemas_command == "docs":
+        return render_docs(args.dir, args.out)
     return check_schemas(args.dir)
+
+
+def render_docs(directory: str | None, out: str | None) -> int:
+    try:
+        page = render_markdown(load_registry(directory))
+    except SchemaLoadError as exc:
+        print(f"capture schemas docs: {exc}", file=sys.stderr)
+        return 1
+    if out is None:
+        sys.stdout.write(page)
+    else:
+        Path(out).write_text(page)
+    return 0
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -109,6 +160,40 @@ def check_schemas(directory: str | None) -> int:
         return 1
     for schema in registry:
         print(f"ok  {schema.event} v{schema.version}  ({schema.file.name})")
+    return 0
+
+
+def codegen(
+    directory: str | None, python_out: str | None, typescript_out: str | None, *, check: bool
+) -> int:
+    try:
+        registry = load_registry(directory)
+        outputs = {
+            Path(python_out) if python_out else PYTHON_OUT: python_source(registry),
+            Path(typescript_out) if typescript_out else TYPESCRIPT_OUT: typescript_source(registry),
+        }
+    except (SchemaLoadError, ValueError) as exc:
+        print(f"capture schemas codegen: {exc}", file=sys.stderr)
+        return 1
+    stale = []
+    for path, text in outputs.items():
+        try:
+            current = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            current = None
+        if current == text:
+            print(f"up to date  {path}")
+        elif check:
+            stale.append(path)
+            print(f"capture schemas codegen: {path} is out of date", file=sys.stderr)
+        else:
+            path.write_text(text, encoding="utf-8")
+            print(f"wrote  {path}")
+    if stale:
+        print(
+            "capture schemas codegen: run `capture schemas codegen` to regenerate", file=sys.stderr
+        )
+        return 1
     return 0
 
 

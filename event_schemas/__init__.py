@@ -3,6 +3,7 @@
 This package is the leaf of the project: it imports msgspec only, never the SDK or collector.
 """
 
+from event_schemas.codegen import python_source, typescript_source
 from event_schemas.compat import Violation, check_pair, check_registry
 from event_schemas.errors import SchemaLoadError
 from event_schemas.loader import (
@@ -26,4 +27,6 @@ __all__ = [
     "check_registry",
     "load_registry",
     "load_schema_file",
+    "python_source",
+    "typescript_source",
 ]

@@ -51,6 +51,8 @@ def test_event_schemas_exports() -> None:
         "check_registry",
         "load_registry",
         "load_schema_file",
+        "python_source",
+        "typescript_source",
     ]
 
 

@@ -6,6 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from collector.cli import main
 from event_schemas import load_registry
 from event_schemas.docs import changes, fields, render_markdown
 
@@ -59,3 +62,18 @@ def test_changes_name_each_field_difference(tmp_path: Path) -> None:
         "adds required `d`",
         "removes `c`",
     ]
+
+
+def test_cli_writes_the_page(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "plan.md"
+    assert main(["schemas", "docs", "--out", str(out)]) == 0
+    assert out.read_text() == render_markdown(load_registry())
+    assert main(["schemas", "docs", "--dir", str(tmp_path / "missing")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_checked_in_plan_page_is_current() -> None:
+    page = Path(__file__).resolve().parents[2] / "docs" / "tracking-plan.md"
+    assert page.read_text() == render_markdown(load_registry()), (
+        "docs/tracking-plan.md is stale: run `capture schemas docs --out docs/tracking-plan.md`"
+    )
