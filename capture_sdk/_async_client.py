@@ -43,13 +43,15 @@ from capture_sdk._delivery import (
     Outcomes,
     batch_body,
     describe,
+    encode_batch,
     queue_event,
-    wire_event,
 )
-from capture_sdk._errors import ConfigurationError, TransportError
+from capture_sdk._errors import ConfigurationError, InvalidEventError, TransportError
 from capture_sdk._events import ClientStats, DroppedEvent, QueuedEvent
 from capture_sdk._retry import RetryPolicy, is_retriable_status, parse_retry_after
+from capture_sdk._validation import VALIDATION_MODES, LocalValidator, ValidationMode
 from capture_sdk._version import __version__
+from event_schemas import SchemaRegistry
 
 log = logging.getLogger("capture_sdk")
 
@@ -79,6 +81,8 @@ class AsyncClient:
         request_timeout_s: float = 10.0,
         retry: RetryPolicy | None = None,
         on_error: OnError | None = None,
+        validation: ValidationMode = "off",
+        schemas: SchemaRegistry | None = None,
     ) -> None:
         if transport is None:
             if endpoint is None:
@@ -107,6 +111,9 @@ class AsyncClient:
         if gzip:
             self._headers["Content-Encoding"] = "gzip"
         self._encoder = msgspec.json.Encoder()
+        if validation not in VALIDATION_MODES:
+            raise ConfigurationError(f"validation is one of {VALIDATION_MODES}, not {validation!r}")
+        self._validator = LocalValidator(validation, schemas)
         self._counters = Counters()
         self._outcomes = Outcomes(self._counters, self._report)
         self._items: collections.deque[QueuedEvent] = collections.deque()
@@ -151,6 +158,10 @@ class AsyncClient:
             occurred_at=occurred_at,
             context=context,
         )
+        if self._validator.strict:
+            problem = self._validator.problem(queued)
+            if problem is not None:
+                raise InvalidEventError(problem)
         if self._closed or len(self._items) >= self._max_queue_size:
             self._outcomes.refused(queued, closed=self._closed)
             return queued.event_id
@@ -315,17 +326,9 @@ class AsyncClient:
         return [self._items.popleft() for _ in range(count)]
 
     async def _deliver(self, batch: list[QueuedEvent]) -> None:
-        events: list[QueuedEvent] = []
-        encoded: list[bytes] = []
-        for event in batch:
-            try:
-                encoded.append(self._encoder.encode(wire_event(event)))
-                events.append(event)
-            except (TypeError, ValueError, msgspec.EncodeError) as exc:
-                self._outcomes.drop([event], "unserializable", f"cannot encode as JSON: {exc}")
+        events, payload = encode_batch(batch, self._encoder, self._outcomes, self._validator)
         if not events:
             return
-        payload = b",".join(encoded)
         loop = asyncio.get_running_loop()
         started = loop.time()
         attempt = 0

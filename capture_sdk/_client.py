@@ -18,12 +18,14 @@ import msgspec
 
 from capture_sdk._buffer import EventBuffer
 from capture_sdk._delivery import Counters, Outcomes, queue_event
-from capture_sdk._errors import ConfigurationError
+from capture_sdk._errors import ConfigurationError, InvalidEventError
 from capture_sdk._events import ClientStats, DroppedEvent, QueuedEvent
 from capture_sdk._retry import RetryPolicy
 from capture_sdk._transport import HttpTransport, Transport
+from capture_sdk._validation import VALIDATION_MODES, LocalValidator, ValidationMode
 from capture_sdk._version import __version__
 from capture_sdk._worker import Worker
+from event_schemas import SchemaRegistry
 
 log = logging.getLogger("capture_sdk")
 
@@ -61,6 +63,8 @@ class Client:
         retry: RetryPolicy | None = None,
         on_error: Callable[[Sequence[DroppedEvent]], None] | None = None,
         exit_timeout_s: float = 5.0,
+        validation: ValidationMode = "off",
+        schemas: SchemaRegistry | None = None,
     ) -> None:
         if transport is None:
             if endpoint is None:
@@ -74,6 +78,9 @@ class Client:
         ):
             if value <= 0:
                 raise ConfigurationError(f"{name} must be > 0, got {value!r}")
+        if validation not in VALIDATION_MODES:
+            raise ConfigurationError(f"validation is one of {VALIDATION_MODES}, not {validation!r}")
+        self._validator = LocalValidator(validation, schemas)
         self._on_error = on_error
         self._exit_timeout_s = exit_timeout_s
         self._transport = transport
@@ -102,6 +109,7 @@ class Client:
             transport=self._transport,
             policy=self._policy,
             outcomes=self._outcomes,
+            validator=self._validator,
             headers=self._headers,
             flush_interval_s=self._flush_interval_s,
             use_gzip=self._gzip,
@@ -144,6 +152,10 @@ class Client:
             occurred_at=occurred_at,
             context=context,
         )
+        if self._validator.strict:
+            problem = self._validator.problem(queued)
+            if problem is not None:
+                raise InvalidEventError(problem)
         if not self._buffer.put(queued):
             self._outcomes.refused(queued, closed=self._buffer.closed)
         return queued.event_id

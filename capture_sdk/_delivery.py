@@ -27,6 +27,7 @@ from capture_sdk._events import (
 )
 from capture_sdk._ids import uuid7
 from capture_sdk._transport import Response
+from capture_sdk._validation import LocalValidator
 from capture_sdk._version import __version__
 
 log = logging.getLogger("capture_sdk")
@@ -121,6 +122,29 @@ def wire_event(queued: QueuedEvent) -> WireEvent:
         anonymous_id=queued.anonymous_id,
         context=context,
     )
+
+
+def encode_batch(
+    batch: list[QueuedEvent],
+    encoder: msgspec.json.Encoder,
+    outcomes: Outcomes,
+    validator: LocalValidator,
+) -> tuple[list[QueuedEvent], bytes]:
+    """The events to send and their JSON joined by commas; the others are dropped, counted."""
+    events: list[QueuedEvent] = []
+    encoded: list[bytes] = []
+    for event in batch:
+        if validator.drops:
+            problem = validator.problem(event)
+            if problem is not None:
+                outcomes.drop([event], "invalid", problem)
+                continue
+        try:
+            encoded.append(encoder.encode(wire_event(event)))
+            events.append(event)
+        except (TypeError, ValueError, msgspec.EncodeError) as exc:
+            outcomes.drop([event], "unserializable", f"cannot encode as JSON: {exc}")
+    return events, b",".join(encoded)
 
 
 def batch_body(payload: bytes) -> bytes:

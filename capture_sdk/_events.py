@@ -13,6 +13,7 @@ DropReason = Literal[
     "queue_full",  # the in-memory queue was at max_queue_size
     "client_closed",  # track() after shutdown()
     "unserializable",  # properties could not be encoded as JSON
+    "invalid",  # broke its schema in the local check (validation="drop")
     "rejected",  # the collector dead-lettered it (schema validation); never retried
     "collector_refused",  # the collector refused the batch as a whole (4xx other than 408/429)
     "retries_exhausted",  # no success within max_retry_time_s

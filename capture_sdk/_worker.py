@@ -15,11 +15,12 @@ from collections.abc import Mapping
 import msgspec
 
 from capture_sdk._buffer import EventBuffer
-from capture_sdk._delivery import GZIP_LEVEL, Outcomes, batch_body, describe, wire_event
+from capture_sdk._delivery import GZIP_LEVEL, Outcomes, batch_body, describe, encode_batch
 from capture_sdk._errors import TransportError
 from capture_sdk._events import QueuedEvent
 from capture_sdk._retry import RetryPolicy, is_retriable_status, parse_retry_after
 from capture_sdk._transport import Transport
+from capture_sdk._validation import LocalValidator
 
 log = logging.getLogger("capture_sdk")
 
@@ -32,6 +33,7 @@ class Worker:
         transport: Transport,
         policy: RetryPolicy,
         outcomes: Outcomes,
+        validator: LocalValidator,
         headers: Mapping[str, str],
         flush_interval_s: float,
         use_gzip: bool,
@@ -40,6 +42,7 @@ class Worker:
         self._transport = transport
         self._policy = policy
         self._outcomes = outcomes
+        self._validator = validator
         self._counters = outcomes.counters
         self._headers = dict(headers)
         if use_gzip:
@@ -81,17 +84,9 @@ class Worker:
                 self._buffer.done(len(batch))
 
     def _deliver(self, batch: list[QueuedEvent]) -> None:
-        events: list[QueuedEvent] = []
-        encoded: list[bytes] = []
-        for event in batch:
-            try:
-                encoded.append(self._encoder.encode(wire_event(event)))
-                events.append(event)
-            except (TypeError, ValueError, msgspec.EncodeError) as exc:
-                self._outcomes.drop([event], "unserializable", f"cannot encode as JSON: {exc}")
+        events, payload = encode_batch(batch, self._encoder, self._outcomes, self._validator)
         if not events:
             return
-        payload = b",".join(encoded)
         started = time.monotonic()
         attempt = 0
         while True:

@@ -1,0 +1,48 @@
+"""Local validation against the tracking plan, before anything is sent.
+
+"strict" (development, tests): track() raises InvalidEventError naming the field. "drop"
+(production): the worker counts the event as dropped with reason `invalid` instead of sending
+it, so track() stays cheap. "off" (the default): the collector alone validates.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from capture_sdk._events import QueuedEvent
+from event_schemas import SchemaRegistry, load_registry
+
+ValidationMode = Literal["off", "strict", "drop"]
+VALIDATION_MODES: tuple[str, ...] = ValidationMode.__args__  # type: ignore[attr-defined]
+
+
+class LocalValidator:
+    def __init__(self, mode: ValidationMode, schemas: SchemaRegistry | None) -> None:
+        self.mode = mode
+        self.strict = mode == "strict"
+        self.drops = mode == "drop"
+        self._schemas = schemas if schemas is not None or mode == "off" else load_registry()
+        self._encoder = msgspec.json.Encoder()
+
+    def problem(self, event: QueuedEvent) -> str | None:
+        """Why the event breaks its schema (with the JSON path), or None when it is valid."""
+        if self._schemas is None:
+            return None
+        schema = self._schemas.get(event.event, event.version)
+        if schema is None:
+            versions = self._schemas.versions(event.event)
+            if not versions:
+                return f"unknown event `{event.event}` (not in the tracking plan)"
+            return f"`{event.event}` has no version {event.version} (known: {versions})"
+        try:
+            schema.decoder.decode(self._encoder.encode(event.properties))
+        except msgspec.ValidationError as exc:
+            message, _, where = str(exc).rpartition(" - at `")
+            if not message:
+                return f"{event.event} v{event.version}: {exc} at `$.properties`"
+            return f"{event.event} v{event.version}: {message} at `$.properties{where[1:-1]}`"
+        except (TypeError, ValueError, msgspec.EncodeError):
+            return None  # not JSON at all: the worker drops it as `unserializable`
+        return None
