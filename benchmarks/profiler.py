@@ -62,9 +62,22 @@ def start(pid: int, duration_s: float, out_path: Path) -> Callable[[], dict[str,
             procs.stop_group(process)
         if not out_path.exists():
             return {"error": f"py-spy wrote no profile; see {log_path}: {procs.tail(log_path)}"}
-        return {"file": str(out_path), **summarise(out_path.read_text())}
+        out_path.write_text(strip_process_frames(out_path.read_text()))
+        return {"file": out_path.name, **summarise(out_path.read_text())}
 
     return finish
+
+
+def strip_process_frames(collapsed: str) -> str:
+    """Drop py-spy's leading `process N:"<command line>"` frame: it holds this machine's paths."""
+    lines = []
+    for line in collapsed.splitlines():
+        head, sep, rest = line.partition(";")
+        if head.startswith("process "):
+            # `process N:"cmd";frame;... count`, or `process N:"cmd" count` with no frame
+            line = rest if sep else "<process> " + line.rpartition(" ")[2]
+        lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 def _function(frame: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +92,17 @@ def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+REPO_ROOT = str(Path(__file__).resolve().parents[1])
+TEMP_ROOT = tempfile.gettempdir()
+
+
 def _clean(value: Any) -> Any:
-    """NaN/inf become null: the JSON must stay strict."""
+    """NaN/inf become null (the JSON must stay strict); paths of this machine become relative
+    to the repository or `<tmp>`, since results are committed."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, str):
+        return value.replace(REPO_ROOT, ".").replace(TEMP_ROOT, "<tmp>")
     if isinstance(value, dict):
         return {k: _clean(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
