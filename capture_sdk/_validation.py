@@ -13,6 +13,7 @@ import msgspec
 
 from capture_sdk._events import QueuedEvent
 from event_schemas import SchemaRegistry, load_registry
+from event_schemas.errors import split_validation_error
 
 ValidationMode = Literal["off", "strict", "drop"]
 VALIDATION_MODES: tuple[str, ...] = ValidationMode.__args__  # type: ignore[attr-defined]
@@ -39,10 +40,8 @@ class LocalValidator:
         try:
             schema.decoder.decode(self._encoder.encode(event.properties))
         except msgspec.ValidationError as exc:
-            message, _, where = str(exc).rpartition(" - at `")
-            if not message:
-                return f"{event.event} v{event.version}: {exc} at `$.properties`"
-            return f"{event.event} v{event.version}: {message} at `$.properties{where[1:-1]}`"
+            path, message = split_validation_error(exc, "$.properties")
+            return f"{event.event} v{event.version}: {message} at `{path}`"
         except (TypeError, ValueError, msgspec.EncodeError):
             return None  # not JSON at all: the worker drops it as `unserializable`
         return None

@@ -47,7 +47,7 @@ def create_app(
     app[keys.SETTINGS] = settings
     app[keys.PLAN] = PlanHolder(plan)
     app[keys.SINK] = sink if sink is not None else build_sink(settings)
-    metrics = app[keys.METRICS] = Metrics(registry or CollectorRegistry(), plan.known_events)
+    metrics = app[keys.METRICS] = Metrics(registry or CollectorRegistry())
     metrics.schema_event_versions.set(plan.event_versions)
     app[keys.CLOCK] = clock or utc_now
     inflight = app[keys.INFLIGHT] = InFlight(settings.max_inflight_bytes)

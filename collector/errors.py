@@ -71,22 +71,3 @@ class SinkRejected(CollectorError):
     status = 500
     reason = "sink_rejected"
     retriable = False
-
-
-REASONS = frozenset(
-    {
-        "internal_error",
-        "bad_request",
-        "malformed_json",
-        "invalid_envelope",
-        "invalid_gzip",
-        "body_too_large",
-        "unsupported_encoding",
-        "unsupported_content_type",
-        "sink_unavailable",
-        "sink_rejected",
-        "overloaded",
-        "not_found",
-        "method_not_allowed",
-    }
-)

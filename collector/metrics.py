@@ -6,20 +6,14 @@ from the tracking plan (anything else is `_unknown`), outcomes and reasons are f
 
 from __future__ import annotations
 
-from collections import Counter as Counter_
-from collections.abc import Iterable
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-from collector.model import WireEvent
 
 UNKNOWN_EVENT_LABEL = "_unknown"
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry, known_events: Iterable[str]) -> None:
+    def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self.known_events = frozenset(known_events)
         self.requests = Counter(
             "capture_http_requests",
             "HTTP requests answered, by route and status.",
@@ -80,12 +74,3 @@ class Metrics:
             "Event versions in the tracking plan being served.",
             registry=registry,
         )
-
-    def count_events(self, events: Iterable[WireEvent], outcome: str) -> None:
-        """One counter update per event name, not per event."""
-        counts = Counter_(event.event for event in events)
-        for name, count in counts.items():
-            self.events.labels(self.event_label(name), outcome).inc(count)
-
-    def event_label(self, event: str | None) -> str:
-        return event if event is not None and event in self.known_events else UNKNOWN_EVENT_LABEL

@@ -110,7 +110,6 @@ async def reload_plan(app: web.Application) -> bool:
         plan = build_plan(schemas, settings)
         previous = holder.current
         holder.current = plan  # the swap: the next request reads the new plan
-        metrics.known_events = plan.known_events
         metrics.schema_reloads.labels("ok").inc()
         metrics.schema_event_versions.set(plan.event_versions)
     log.info(

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from event_schemas.errors import split_validation_error
+
 ENV_PREFIX = "CAPTURE_"
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
@@ -84,8 +86,8 @@ def load_settings(
         # strict=False lets the strings from the environment become ints and floats.
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
-        message, _, where = str(exc).rpartition(" - at `$.")
-        field = where.rstrip("`")
+        path, message = split_validation_error(exc)
+        field = path.removeprefix("$.")
         raise SettingsError(
             f"invalid setting {env_var(field)} (--{_flag(field)}): {message}"
         ) from exc

@@ -14,13 +14,13 @@ import msgspec
 from collector.decoding import DecodedBatch
 from collector.model import FieldError, WireEvent
 from event_schemas import EventSchema, SchemaRegistry
+from event_schemas.errors import split_validation_error
 
 # Reasons an event is dead-lettered: a bounded set, used as metric labels.
 INVALID_EVENT = "invalid_event"
 UNKNOWN_EVENT = "unknown_event"
 INVALID_PROPERTIES = "invalid_properties"
 MISSING_IDENTITY = "missing_identity"
-REJECTION_REASONS = (INVALID_EVENT, UNKNOWN_EVENT, INVALID_PROPERTIES, MISSING_IDENTITY)
 
 _event_decoder = msgspec.json.Decoder(WireEvent)
 
@@ -124,9 +124,4 @@ def _refuse(index: int, event: WireEvent, schemas: SchemaRegistry) -> InvalidEve
 
 
 def field_error(exc: msgspec.ValidationError, root: str) -> FieldError:
-    """Split msgspec's "message - at `$.a.b`" into a path (under `root`) and a message."""
-    text = str(exc)
-    message, sep, where = text.rpartition(" - at `")
-    if not sep:
-        return FieldError(root, text)
-    return FieldError(root + where.rstrip("`")[1:], message)
+    return FieldError(*split_validation_error(exc, root))

@@ -1,8 +1,11 @@
-"""The tracking plan's one error: a schema file that cannot be loaded, named with its pointer."""
+"""The tracking plan's errors: a schema file that cannot be loaded, and how a validation
+error against a schema reads (shared by the collector and the SDK)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import msgspec
 
 
 class SchemaLoadError(Exception):
@@ -12,3 +15,12 @@ class SchemaLoadError(Exception):
         self.file = file
         self.pointer = pointer or "/"
         super().__init__(f"{file}: at {self.pointer}: {message}")
+
+
+def split_validation_error(exc: msgspec.ValidationError, root: str = "$") -> tuple[str, str]:
+    """msgspec's "message - at `$.a.b`" as (path under `root`, message); `root` if no path."""
+    text = str(exc)
+    message, sep, where = text.rpartition(" - at `")
+    if not sep:
+        return root, text
+    return root + where.rstrip("`")[1:], message
