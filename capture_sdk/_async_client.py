@@ -42,15 +42,16 @@ from capture_sdk._delivery import (
     Counters,
     Outcomes,
     batch_body,
+    check_positive,
     describe,
     encode_batch,
     queue_event,
+    request_headers,
 )
 from capture_sdk._errors import ConfigurationError, InvalidEventError, TransportError
 from capture_sdk._events import ClientStats, DroppedEvent, QueuedEvent
 from capture_sdk._retry import RetryPolicy, is_retriable_status, parse_retry_after
-from capture_sdk._validation import VALIDATION_MODES, LocalValidator, ValidationMode
-from capture_sdk._version import __version__
+from capture_sdk._validation import LocalValidator, ValidationMode
 from event_schemas import SchemaRegistry
 
 log = logging.getLogger("capture_sdk")
@@ -88,13 +89,9 @@ class AsyncClient:
             if endpoint is None:
                 raise ConfigurationError("AsyncClient needs an endpoint URL (or a transport)")
             transport = AiohttpTransport(endpoint, timeout_s=request_timeout_s)
-        for name, value in (
-            ("batch_size", batch_size),
-            ("max_queue_size", max_queue_size),
-            ("flush_interval_s", flush_interval_s),
-        ):
-            if value <= 0:
-                raise ConfigurationError(f"{name} must be > 0, got {value!r}")
+        check_positive(
+            batch_size=batch_size, max_queue_size=max_queue_size, flush_interval_s=flush_interval_s
+        )
         self._transport = transport
         self._batch_size = batch_size
         self._max_queue_size = max_queue_size
@@ -102,17 +99,8 @@ class AsyncClient:
         self._gzip = gzip
         self._policy = retry or RetryPolicy()
         self._on_error = on_error
-        self._headers = {
-            "Content-Type": "application/json",
-            "User-Agent": f"capture-sdk-python/{__version__}",
-        }
-        if write_key:
-            self._headers["Authorization"] = f"Bearer {write_key}"
-        if gzip:
-            self._headers["Content-Encoding"] = "gzip"
+        self._headers = request_headers(write_key, use_gzip=gzip)
         self._encoder = msgspec.json.Encoder()
-        if validation not in VALIDATION_MODES:
-            raise ConfigurationError(f"validation is one of {VALIDATION_MODES}, not {validation!r}")
         self._validator = LocalValidator(validation, schemas)
         self._counters = Counters()
         self._outcomes = Outcomes(self._counters, self._report)

@@ -17,13 +17,18 @@ from typing import Any
 import msgspec
 
 from capture_sdk._buffer import EventBuffer
-from capture_sdk._delivery import Counters, Outcomes, queue_event
+from capture_sdk._delivery import (
+    Counters,
+    Outcomes,
+    check_positive,
+    queue_event,
+    request_headers,
+)
 from capture_sdk._errors import ConfigurationError, InvalidEventError
 from capture_sdk._events import ClientStats, DroppedEvent, QueuedEvent
 from capture_sdk._retry import RetryPolicy
 from capture_sdk._transport import HttpTransport, Transport
-from capture_sdk._validation import VALIDATION_MODES, LocalValidator, ValidationMode
-from capture_sdk._version import __version__
+from capture_sdk._validation import LocalValidator, ValidationMode
 from capture_sdk._worker import Worker
 from event_schemas import SchemaRegistry
 
@@ -70,27 +75,18 @@ class Client:
             if endpoint is None:
                 raise ConfigurationError("Client needs an endpoint URL (or a transport)")
             transport = HttpTransport(endpoint, timeout_s=request_timeout_s)
-        for name, value in (
-            ("batch_size", batch_size),
-            ("max_queue_size", max_queue_size),
-            ("flush_interval_s", flush_interval_s),
-            ("exit_timeout_s", exit_timeout_s),
-        ):
-            if value <= 0:
-                raise ConfigurationError(f"{name} must be > 0, got {value!r}")
-        if validation not in VALIDATION_MODES:
-            raise ConfigurationError(f"validation is one of {VALIDATION_MODES}, not {validation!r}")
+        check_positive(
+            batch_size=batch_size,
+            max_queue_size=max_queue_size,
+            flush_interval_s=flush_interval_s,
+            exit_timeout_s=exit_timeout_s,
+        )
         self._validator = LocalValidator(validation, schemas)
         self._on_error = on_error
         self._exit_timeout_s = exit_timeout_s
         self._transport = transport
         self._queue_sizes = (max_queue_size, batch_size)
-        self._headers = {
-            "Content-Type": "application/json",
-            "User-Agent": f"capture-sdk-python/{__version__}",
-        }
-        if write_key:
-            self._headers["Authorization"] = f"Bearer {write_key}"
+        self._headers = request_headers(write_key, use_gzip=gzip)
         self._policy = retry or RetryPolicy()
         self._flush_interval_s = flush_interval_s
         self._gzip = gzip

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from capture_sdk._errors import InvalidEventError
+from capture_sdk._errors import ConfigurationError, InvalidEventError
 from capture_sdk._events import (
     DROP_REASONS,
     ClientStats,
@@ -39,6 +39,25 @@ RUNTIME = {"name": platform.python_implementation().lower(), "version": platform
 GZIP_LEVEL = 1
 
 OnDrop = Callable[[Sequence[DroppedEvent]], None]
+
+
+def check_positive(**values: float) -> None:
+    """Client options that must be > 0 (sizes, intervals, timeouts)."""
+    for name, value in values.items():
+        if value <= 0:
+            raise ConfigurationError(f"{name} must be > 0, got {value!r}")
+
+
+def request_headers(write_key: str | None, *, use_gzip: bool) -> dict[str, str]:
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": f"capture-sdk-python/{__version__}",
+    }
+    if write_key:
+        headers["Authorization"] = f"Bearer {write_key}"
+    if use_gzip:
+        headers["Content-Encoding"] = "gzip"
+    return headers
 
 
 def queue_event(

@@ -11,6 +11,7 @@ from typing import Literal
 
 import msgspec
 
+from capture_sdk._errors import ConfigurationError
 from capture_sdk._events import QueuedEvent
 from event_schemas import SchemaRegistry, load_registry
 from event_schemas.errors import split_validation_error
@@ -21,6 +22,8 @@ VALIDATION_MODES: tuple[str, ...] = ValidationMode.__args__  # type: ignore[attr
 
 class LocalValidator:
     def __init__(self, mode: ValidationMode, schemas: SchemaRegistry | None) -> None:
+        if mode not in VALIDATION_MODES:
+            raise ConfigurationError(f"validation is one of {VALIDATION_MODES}, not {mode!r}")
         self.mode = mode
         self.strict = mode == "strict"
         self.drops = mode == "drop"

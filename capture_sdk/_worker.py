@@ -45,8 +45,6 @@ class Worker:
         self._validator = validator
         self._counters = outcomes.counters
         self._headers = dict(headers)
-        if use_gzip:
-            self._headers["Content-Encoding"] = "gzip"
         self._flush_interval_s = flush_interval_s
         self._use_gzip = use_gzip
         self._encoder = msgspec.json.Encoder()
