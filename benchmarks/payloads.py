@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import msgspec
 
 from benchmarks.events import batch_body, mixed_batch
-
-GZIP_LEVEL = 1  # what the SDK uses
+from capture_sdk._delivery import GZIP_LEVEL  # compress bodies as the SDK does
 
 
 @dataclass(frozen=True, slots=True)
