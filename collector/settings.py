@@ -34,6 +34,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     sink: Literal["file", "kafka", "memory"] | None = None
     data_dir: str = "data"
     schemas_dir: str | None = None
+    # TOML file with write keys ([[sources]]) and routing rules ([routing]); see config_file.py
+    config_file: str | None = None
     kafka_bootstrap_servers: str | None = None
     kafka_client_id: str = "event-capture-collector"
     # aiokafka compresses on the event loop: zstd (via cramjam) costs ~1/10 of its gzip-9
