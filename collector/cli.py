@@ -1,4 +1,5 @@
-"""The `capture` command: `capture serve` runs the collector, `capture schemas` checks the plan.
+"""The `capture` command: `capture serve` runs the collector, `capture schemas` checks the plan,
+`capture replay` reads topics back (collector/replay builds its parser and runs it).
 
 Flags mirror the settings (`--kafka-bootstrap-servers` is CAPTURE_KAFKA_BOOTSTRAP_SERVERS);
 this module parses arguments and starts things, and holds no pipeline logic.
@@ -7,7 +8,6 @@ this module parses arguments and starts things, and holds no pipeline logic.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -15,7 +15,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from collector.app import RUNNER_OPTIONS, create_app
+from collector import replay
+from collector.app import RUNNER_OPTIONS, ServerSetupError, create_app, require_c_http_parser
+from collector.logs import configure_logging
 from collector.settings import FIELDS, Settings, SettingsError, env_var, load_settings
 from collector.workers import run_workers
 from event_schemas import SchemaLoadError, check_registry, load_registry
@@ -85,11 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     docs.add_argument("--dir", default=None, help="schema directory (default: the bundled plan)")
     docs.add_argument("--out", default=None, metavar="FILE", help="write here (default: stdout)")
+    replay.add_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "replay":
+        return replay.run(args)
     if args.command == "serve":
         return serve(args)
     if args.schemas_command == "codegen":
@@ -116,13 +121,12 @@ def serve(args: argparse.Namespace) -> int:
     overrides = {field: getattr(args, field) for field in FIELDS}
     try:
         settings = load_settings(os.environ, overrides)
+        require_c_http_parser()
         create_app(settings)  # fail here, before forking, on a bad plan or sink setting
-    except (SettingsError, SchemaLoadError) as exc:
+    except (SettingsError, SchemaLoadError, ServerSetupError) as exc:
         print(f"capture serve: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     where = settings.data_dir if settings.sink_kind == "file" else settings.kafka_bootstrap_servers
     print(
         f"capture collector on http://{settings.host}:{settings.port} "
@@ -142,6 +146,9 @@ def serve_one(settings: Settings, *, reuse_port: bool = False) -> int:
         print=None,
         access_log=None,
         reuse_port=reuse_port or None,
+        # SIGTERM: aiohttp closes the listener, waits this long for handlers, then runs the
+        # cleanup that stops (flushes) the sink; a handler cut off sends no 200.
+        shutdown_timeout=settings.shutdown_timeout_s,
         **RUNNER_OPTIONS,
     )
     return 0

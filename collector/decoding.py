@@ -1,24 +1,45 @@
-"""Stage: read a request body within its size limits, un-gzip it, and decode the batch envelope.
+"""Stage: read a request body within its size and time limits, un-gzip it as it arrives, and
+decode the batch envelope.
 
-Refuses the whole request (400/413/415) only when it cannot be split into events at all;
-problems inside single events are the validation stage's business, not this one's.
+Refuses the whole request (400/408/413/415) only when it cannot be split into events at all, or
+breaks a whole-request limit; problems inside single events are the validation stage's business.
+gzip: concatenated members (RFC 1952 2.2, what `cat a.gz b.gz` makes) are accepted, up to
+`MAX_GZIP_MEMBERS`, all under one running cap on inflated bytes; bytes after the last member
+that are not another member (trailing zeros included) are refused as `invalid_gzip`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import zlib
+from collections.abc import Callable
 
 import msgspec
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-from collector.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from collector.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
+from collector.limits import (
+    DEFAULT_MAX_BATCH_EVENTS,
+    DEFAULT_MAX_JSON_DEPTH,
+    ENVELOPE_DEPTH,
+    exceeds_depth,
+    is_utf8,
+)
 from collector.model import RawBatch, TypedBatch, WireEvent
 
 READ_CHUNK_BYTES = 65_536
 # wbits for zlib to expect a gzip header and trailer.
 GZIP_WBITS = 16 + zlib.MAX_WBITS
 GZIP_MAGIC = b"\x1f\x8b"
+# Each member costs a fresh inflater; an empty member is 20 bytes, so without a bound a 1 MiB
+# body could make the loop build ~50,000 of them. Clients that concatenate need only a few.
+MAX_GZIP_MEMBERS = 32
 
 _typed_decoder = msgspec.json.Decoder(TypedBatch)
 _raw_decoder = msgspec.json.Decoder(RawBatch)
@@ -33,8 +54,16 @@ def check_content_type(request: web.Request) -> None:
 
 
 async def read_body(
-    request: web.Request, *, max_body_bytes: int, max_decompressed_bytes: int
+    request: web.Request,
+    *,
+    max_body_bytes: int,
+    max_decompressed_bytes: int,
+    body_read_timeout_s: float | None = None,
+    on_chunk: Callable[[bytes], None] | None = None,
 ) -> bytes:
+    """The body, inflated; the whole read (not each chunk) must end within the timeout.
+    `on_chunk` sees each chunk as sent, before inflating (auth: a signed request's HMAC).
+    """
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("identity", "gzip"):
         raise UnsupportedMediaType(
@@ -44,52 +73,114 @@ async def read_body(
     length = request.content_length
     if length is not None and length > max_body_bytes:
         raise PayloadTooLarge(f"body of {length} bytes exceeds the limit of {max_body_bytes}")
+    sink = GzipInflater(max_decompressed_bytes) if encoding == "gzip" else None
     chunks: list[bytes] = []
     received = 0
     try:
-        async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):
-            received += len(chunk)
-            if received > max_body_bytes:
-                raise PayloadTooLarge(f"body exceeds the limit of {max_body_bytes} bytes")
-            chunks.append(chunk)
+        # aiohttp has no body timeout of its own: a client trickling bytes would hold the
+        # request (and its in-flight reservation) for as long as it likes.
+        async with asyncio.timeout(body_read_timeout_s):
+            async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):
+                received += len(chunk)
+                if received > max_body_bytes:
+                    raise PayloadTooLarge(f"body exceeds the limit of {max_body_bytes} bytes")
+                if on_chunk is not None:
+                    on_chunk(chunk)
+                if sink is not None:
+                    sink.feed(chunk)
+                else:
+                    chunks.append(chunk)
+    except TimeoutError as exc:
+        raise RequestTimeout(
+            f"the body was not received within {body_read_timeout_s} s ({received} bytes arrived)"
+        ) from exc
     except RequestPayloadError as exc:
         raise BadRequest(f"cannot read the request body: {exc}") from exc
+    if sink is not None:
+        return sink.finish()
     body = b"".join(chunks)
-    if encoding == "gzip":
-        return gunzip(body, max_decompressed_bytes)
     if len(body) > max_decompressed_bytes:
         raise PayloadTooLarge(f"body exceeds the limit of {max_decompressed_bytes} bytes")
     return body
 
 
-def gunzip(body: bytes, max_bytes: int) -> bytes:
-    """Inflate at most `max_bytes`; a larger (or bomb) payload is refused before it is inflated."""
-    if not body.startswith(GZIP_MAGIC):
-        # Also what a host that let aiohttp inflate the body (auto_decompress) would see here.
-        raise BadRequest("Content-Encoding is gzip but the body is not gzip", reason="invalid_gzip")
-    inflater = zlib.decompressobj(GZIP_WBITS)
-    try:
-        data = inflater.decompress(body, max_bytes + 1)
-    except zlib.error as exc:
-        raise BadRequest(f"body is not valid gzip: {exc}", reason="invalid_gzip") from exc
-    if len(data) > max_bytes:
-        raise PayloadTooLarge(f"decompressed body exceeds the limit of {max_bytes} bytes")
-    if not inflater.eof:
-        raise BadRequest("gzip body is truncated", reason="invalid_gzip")
-    if inflater.unused_data:
-        raise BadRequest("unexpected bytes after the gzip stream", reason="invalid_gzip")
-    return data
+class GzipInflater:
+    """Inflates gzip as chunks arrive, refusing at once when the output passes `max_bytes`.
+
+    Each `decompress` call may produce at most the room left plus one byte, so a bomb costs
+    at most `max_bytes` of memory and the CPU to inflate that much, whatever its ratio.
+    """
+
+    __slots__ = ("_inflater", "_max_bytes", "_members", "_out", "_room", "_started")
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._room = max_bytes
+        self._out: list[bytes] = []
+        self._inflater: zlib._Decompress | None = None
+        self._members = 0
+        self._started = False
+
+    def feed(self, data: bytes) -> None:
+        if not self._started and data:
+            self._started = True
+            if not GZIP_MAGIC.startswith(data[:2]):
+                # Also what a host that let aiohttp inflate the body (auto_decompress) sends on.
+                raise BadRequest(
+                    "Content-Encoding is gzip but the body is not gzip", reason="invalid_gzip"
+                )
+        while data:
+            if self._inflater is None:
+                self._members += 1
+                if self._members > MAX_GZIP_MEMBERS:
+                    raise BadRequest(
+                        f"more than {MAX_GZIP_MEMBERS} concatenated gzip members",
+                        reason="invalid_gzip",
+                    )
+                self._inflater = zlib.decompressobj(GZIP_WBITS)
+            inflater = self._inflater
+            try:
+                out = inflater.decompress(data, self._room + 1)
+            except zlib.error as exc:
+                what = "body" if self._members == 1 else f"gzip member {self._members}"
+                raise BadRequest(f"{what} is not valid gzip: {exc}", reason="invalid_gzip") from exc
+            if len(out) > self._room:
+                raise PayloadTooLarge(
+                    f"decompressed body exceeds the limit of {self._max_bytes} bytes"
+                )
+            self._room -= len(out)
+            if out:
+                self._out.append(out)
+            if inflater.eof:  # a member ended; whatever follows must be another member
+                data = inflater.unused_data
+                self._inflater = None
+            elif not out and inflater.unconsumed_tail == data:
+                break  # no progress possible without more input (zlib keeps it buffered)
+            else:
+                data = inflater.unconsumed_tail
+
+    def finish(self) -> bytes:
+        if not self._started or self._inflater is not None:
+            raise BadRequest("gzip body is empty or truncated", reason="invalid_gzip")
+        return b"".join(self._out)
 
 
 class DecodedBatch:
     """A request body split into events: typed envelopes when all decoded, else raw events."""
 
-    __slots__ = ("_raw", "body", "events")
+    __slots__ = ("_raw", "body", "events", "sent_at")
 
-    def __init__(self, body: bytes, events: list[WireEvent] | None, raw: list[msgspec.Raw] | None):
+    def __init__(
+        self,
+        body: bytes,
+        events: list[WireEvent] | None,
+        raw: list[msgspec.Raw] | None,
+        sent_at: str | None = None,  # the client's send time as sent; enrichment checks it
+    ):
         self.body = body
         self.events = events
         self._raw = raw
+        self.sent_at = sent_at
 
     def raw_events(self) -> list[msgspec.Raw]:
         """Each event's bytes as sent (decoded on demand: only dead letters need them)."""
@@ -101,18 +192,58 @@ class DecodedBatch:
         return len(self.events) if self.events is not None else len(self.raw_events())
 
 
-def decode_batch(body: bytes) -> DecodedBatch:
-    """One typed pass over the whole body; only if an envelope is bad, split it raw instead."""
+def decode_batch(
+    body: bytes,
+    *,
+    max_events: int = DEFAULT_MAX_BATCH_EVENTS,
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
+) -> DecodedBatch:
+    """One typed pass over the whole body; only if an envelope is bad, split it raw instead.
+
+    `max_json_depth` bounds every event's properties and context (they are passed on as
+    bytes, so nothing else would bound what consumers downstream must parse).
+    """
+    if not is_utf8(body):
+        # msgspec does not check the encoding of `Raw` fields, and a schema's str field would
+        # raise UnicodeDecodeError later: refuse here, once per request.
+        raise BadRequest("body is not valid UTF-8", reason="malformed_json")
     try:
-        return DecodedBatch(body, _typed_decoder.decode(body).batch, None)
+        typed = _typed_decoder.decode(body)
+        batch = DecodedBatch(body, typed.batch, None, typed.sent_at)
     except msgspec.ValidationError:
-        pass  # some event (or the envelope) is off: find out which below
+        # some event (or the envelope) is off: find out which
+        batch = _decode_raw(body, max_json_depth)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"body is not valid JSON: {exc}", reason="malformed_json") from exc
+    except RecursionError as exc:
+        raise _too_deep(max_json_depth) from exc
+    if exceeds_depth(body, max_json_depth + ENVELOPE_DEPTH):
+        raise _too_deep(max_json_depth)
+    if len(batch) > max_events:
+        raise PayloadTooLarge(
+            f"batch of {len(batch)} events exceeds the limit of {max_events}; send smaller batches",
+            reason="too_many_events",
+        )
+    return batch
+
+
+def _decode_raw(body: bytes, max_json_depth: int) -> DecodedBatch:
     try:
-        raw = _raw_decoder.decode(body).batch
+        raw = _raw_decoder.decode(body)
     except msgspec.ValidationError as exc:
         raise BadRequest(
             f'body is not a batch envelope {{"batch": [...]}}: {exc}', reason="invalid_envelope"
         ) from exc
-    return DecodedBatch(body, None, raw)
+    except msgspec.DecodeError as exc:
+        # the typed pass stopped at a bad envelope before reaching the malformed part
+        raise BadRequest(f"body is not valid JSON: {exc}", reason="malformed_json") from exc
+    except RecursionError as exc:
+        raise _too_deep(max_json_depth) from exc
+    return DecodedBatch(body, None, raw.batch, raw.sent_at)
+
+
+def _too_deep(max_json_depth: int) -> BadRequest:
+    # msgspec itself stops at Python's recursion limit with RecursionError (msgspec#1033).
+    return BadRequest(
+        f"JSON nests deeper than {max_json_depth} levels inside an event", reason="too_deep"
+    )

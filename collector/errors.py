@@ -1,8 +1,13 @@
 """The collector's error tree; each class carries its HTTP policy as class attributes.
 
     CollectorError                 500 internal_error
-    ├── BadRequest                 400 (malformed_json, invalid_envelope, invalid_gzip)
-    ├── PayloadTooLarge            413 body_too_large
+    ├── BadRequest                 400 (malformed_json, invalid_envelope, invalid_gzip,
+    │                                   too_deep)
+    ├── Unauthorized               401 (missing_key, unknown_key, invalid_signature)
+    ├── Forbidden                  403 (event_not_allowed, origin_not_allowed)
+    ├── RateLimited                429 rate_limited, with Retry-After
+    ├── RequestTimeout             408 body_timeout: the body did not arrive in time
+    ├── PayloadTooLarge            413 (body_too_large, too_many_events)
     ├── UnsupportedMediaType       415 (unsupported_encoding, unsupported_content_type)
     ├── SinkUnavailable            503 sink_unavailable, with Retry-After
     │   └── Overloaded             503 overloaded: too many bytes in flight, refused at once
@@ -21,6 +26,10 @@ class CollectorError(Exception):
     status: ClassVar[int] = 500
     reason: ClassVar[str] = "internal_error"
     retriable: ClassVar[bool] = True
+    # seconds for the Retry-After header; only errors the client should retry later set it
+    retry_after_s: int | None = None
+    # answer with `Connection: close`: the connection is in a state not worth keeping
+    close_connection: ClassVar[bool] = False
 
     def __init__(self, detail: str, *, reason: str | None = None) -> None:
         super().__init__(detail)
@@ -33,6 +42,43 @@ class BadRequest(CollectorError):
     status = 400
     reason = "bad_request"
     retriable = False
+
+
+class RequestTimeout(CollectorError):
+    """The body was still arriving when `body_read_timeout_s` ran out (a slow or stuck client)."""
+
+    status = 408
+    reason = "body_timeout"
+    retriable = True
+    close_connection = True  # the rest of the body may still be on its way
+
+
+class Unauthorized(CollectorError):
+    """No usable write key, or a signed request whose signature does not verify."""
+
+    status = 401
+    reason = "missing_key"
+    retriable = False
+
+
+class Forbidden(CollectorError):
+    """A known key asked for something its source may not do (an event, an origin)."""
+
+    status = 403
+    reason = "event_not_allowed"
+    retriable = False
+
+
+class RateLimited(CollectorError):
+    """The key's token bucket is empty; refused before the body is read."""
+
+    status = 429
+    reason = "rate_limited"
+    retriable = True
+
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
 
 
 class PayloadTooLarge(CollectorError):

@@ -10,19 +10,22 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import msgspec
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from collector import keys
+from collector import auth, keys
+from collector.client_ip import RequestContext
 from collector.decoding import check_content_type, decode_batch, read_body
 from collector.enrichment import enrich
 from collector.errors import CollectorError, Overloaded, SinkRejected, SinkUnavailable
+from collector.metrics import SCRAPE_CONTENT_TYPE
 from collector.model import BatchResponse, ErrorBody, Rejected
 from collector.routing import route
 from collector.sinks.base import Outcome
+from collector.sources import KeyEntry
 from collector.validation import validate_batch
 
 log = logging.getLogger(__name__)
@@ -59,7 +62,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         response = await handler(request)
     except CollectorError as exc:
-        retry_after = exc.retry_after_s if isinstance(exc, SinkUnavailable) else None
+        retry_after = exc.retry_after_s
         if exc.status >= 500:
             log.warning(
                 "%s %s -> %d %s: %s",
@@ -70,6 +73,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 exc.detail,
             )
         response = error_response(exc.status, exc.reason, exc.detail, retry_after_s=retry_after)
+        if exc.close_connection:  # aiohttp closes after answering (and draining, if it can)
+            response.force_close()
+        if exc.status == 401:  # RFC 9110: a 401 names the scheme it wants
+            response.headers["WWW-Authenticate"] = 'Bearer realm="capture"'
         metrics.request_errors.labels(exc.reason).inc()
     except web.HTTPException as exc:
         reason = HTTP_REASONS.get(exc.status, "bad_request")
@@ -87,6 +94,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 async def handle_batch(request: web.Request) -> web.Response:
     app = request.app
     settings = app[keys.SETTINGS]
+    metrics = app[keys.METRICS]
+    # key, origin, rate limit and signature headers: refused before a byte of body is read
+    entry = auth.admit(request, app[keys.SOURCES], app[keys.RATE_LIMITER], metrics)
+    signature = auth.start_signature_check(
+        entry,
+        request.headers,
+        now_s=app[keys.CLOCK]().timestamp(),
+        tolerance_s=settings.signature_tolerance_s,
+        metrics=metrics,
+    )
     check_content_type(request)
     inflight = app[keys.INFLIGHT]
     reserved = request.content_length or settings.max_body_bytes
@@ -95,12 +112,21 @@ async def handle_batch(request: web.Request) -> web.Response:
             f"{inflight.bytes} bytes already in flight (limit {inflight.limit_bytes}); retry later",
             retry_after_s=settings.retry_after_s,
         )
+    # set, not a callback: in multiprocess mode only written values reach the shared files
+    metrics.inflight_bytes.set(inflight.bytes)
     try:
         body = await read_body(
             request,
             max_body_bytes=settings.max_body_bytes,
             max_decompressed_bytes=settings.max_decompressed_bytes,
+            body_read_timeout_s=settings.body_read_timeout_s,
+            on_chunk=signature.update if signature is not None else None,
         )
+        if signature is not None:
+            signature.verify()
+        # bytes as they came off the wire (still gzip), and what the pipeline decodes
+        metrics.body_sent_bytes.observe(request.content.total_bytes)
+        metrics.body_inflated_bytes.observe(len(body))
         if len(body) > reserved:  # inflated: hold what it really takes
             if not inflight.try_acquire(len(body) - reserved):
                 raise Overloaded(
@@ -108,31 +134,51 @@ async def handle_batch(request: web.Request) -> web.Response:
                     retry_after_s=settings.retry_after_s,
                 )
             reserved = len(body)
-        return await _ingest(app, body)
+        client = app[keys.CLIENTS].context(
+            request.remote,
+            request.headers.getall("X-Forwarded-For", ()),
+            request.headers.get("User-Agent"),
+        )
+        return await _ingest(app, body, client, entry)
     finally:
         inflight.release(reserved)
+        metrics.inflight_bytes.set(inflight.bytes)
 
 
-async def _ingest(app: web.Application, body: bytes) -> web.Response:
+async def _ingest(
+    app: web.Application, body: bytes, client: RequestContext, entry: KeyEntry | None
+) -> web.Response:
     settings = app[keys.SETTINGS]
     metrics = app[keys.METRICS]
     sink = app[keys.SINK]
     plan = app[keys.PLAN].current  # one snapshot for the whole request, even across a reload
-    batch = decode_batch(body)
-    verdict = validate_batch(batch, plan.schemas)
+    batch = decode_batch(
+        body, max_events=settings.max_batch_events, max_json_depth=settings.max_json_depth
+    )
+    auth.check_events(entry, batch, metrics)  # refuses the whole request before any publish
+    verdict = validate_batch(batch, plan.schemas, max_event_bytes=settings.max_event_bytes)
+    metrics.batch_events.observe(len(verdict.valid) + len(verdict.invalid))
     received_at = app[keys.CLOCK]()
+    dedup = app[keys.DEDUP]
+    # `fresh`: the verdict without events already acknowledged (SDK retries); those are
+    # answered as accepted but not published again.
+    fresh, duplicates = (
+        (verdict, 0) if dedup is None else dedup.drop_seen(verdict, received_at.timestamp())
+    )
     enrich(
-        verdict.valid,
+        fresh.valid,
         received_at=received_at,
-        annotated=verdict.annotated,
+        sent_at=batch.sent_at,
+        request=client,
+        annotated=fresh.annotated,
         pii_hash_key=settings.pii_hash_key.encode() if settings.pii_hash_key else None,
     )
     records = route(
-        verdict.valid,
-        verdict.invalid,
+        fresh.valid,
+        fresh.invalid,
         table=plan.routes,
         received_at=received_at,
-        annotated=verdict.annotated,
+        annotated=fresh.annotated,
     )
 
     started = time.perf_counter()
@@ -141,6 +187,9 @@ async def _ingest(app: web.Application, body: bytes) -> web.Response:
     if any(outcome is not Outcome.OK for outcome in outcomes):
         plan.count_events(metrics, verdict.valid, "failed")
         failed = sum(outcome is not Outcome.OK for outcome in outcomes)
+        for outcome, count in Counter(outcomes).items():  # once per outcome, not per record
+            if outcome is not Outcome.OK:
+                metrics.sink_errors.labels(sink.name, outcome.value).inc(count)
         detail = (
             f"the {sink.name} sink did not acknowledge {failed} of {len(records)} records;"
             " nothing in this request was accepted"
@@ -149,11 +198,21 @@ async def _ingest(app: web.Application, body: bytes) -> web.Response:
             raise SinkUnavailable(detail + ", retry it", retry_after_s=settings.retry_after_s)
         raise SinkRejected(detail + " and the sink refused it for good")
 
+    if dedup is not None:  # only now: a batch that got a 503 must be published when retried
+        dedup.remember(fresh.valid, received_at.timestamp())
+        if duplicates:
+            metrics.dedup_hits.inc(duplicates)
     plan.count_events(metrics, verdict.valid, "accepted")
     rejected = []
     for invalid in verdict.invalid:
-        name = invalid.event.event if invalid.event is not None else None
-        metrics.events.labels(plan.event_label(name), "rejected").inc()
+        name, version = (
+            (invalid.event.event, invalid.event.version)
+            if invalid.event is not None
+            else (None, None)
+        )
+        metrics.events.labels(
+            plan.event_label(name), plan.version_label(name, version), "rejected"
+        ).inc()
         metrics.rejections.labels(invalid.reason).inc()
         rejected.append(
             Rejected(
@@ -184,5 +243,5 @@ async def handle_readyz(request: web.Request) -> web.Response:
 
 
 async def handle_metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[keys.METRICS].registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    body = request.app[keys.METRICS].scrape()
+    return web.Response(body=body, headers={"Content-Type": SCRAPE_CONTENT_TYPE})

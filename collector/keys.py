@@ -1,4 +1,5 @@
-"""Typed keys for what the app holds (settings, plan, sink, metrics, clock, in-flight bytes)."""
+"""Typed keys for what the app holds (settings, plan, sink, metrics, clock, in-flight bytes,
+write keys and their rate limits)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from collector.backpressure import InFlight
+from collector.client_ip import ClientIdentifier
+from collector.dedup import Deduplicator
 from collector.metrics import Metrics
+from collector.ratelimit import RateLimiter
 from collector.settings import Settings
 from collector.sinks.base import Sink
+from collector.sources import Sources
 
 if TYPE_CHECKING:  # collector.reload uses these keys
     from collector.reload import PlanHolder
@@ -26,3 +31,10 @@ SINK = web.AppKey("sink", Sink)
 METRICS = web.AppKey("metrics", Metrics)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 INFLIGHT = web.AppKey("inflight", InFlight)
+# how to read a request's client IP and user agent (trusted proxies, anonymisation)
+CLIENTS = web.AppKey("clients", ClientIdentifier)
+# the event ids acknowledged recently, when dedup is on (dedup_window_s > 0), else None
+DEDUP: web.AppKey[Deduplicator | None] = web.AppKey("dedup")
+# write keys from the config file (empty: open, development mode) and their token buckets
+SOURCES = web.AppKey("sources", Sources)
+RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)

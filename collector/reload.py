@@ -5,8 +5,9 @@ metrics label by) lives in one immutable `Plan`. The app holds a `PlanHolder` wh
 plan is replaced by one assignment between two requests; a handler reads `current` once and
 uses that snapshot for the whole request, so no request ever mixes two plans.
 
-A reload loads the schema directory off the event loop, runs the compatibility check, and
-swaps only when both pass; otherwise the old plan keeps serving and the reason is logged.
+A reload loads the schema directory and the config file's `[routing]` table (topics are part
+of the plan) off the event loop, runs the compatibility check, and swaps only when all pass;
+otherwise the old plan keeps serving and the reason is logged.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from pathlib import Path
 from aiohttp import web
 
 from collector import keys
+from collector.fanout import RoutingConfig, check_topic_template, load_routing_config
 from collector.metrics import UNKNOWN_EVENT_LABEL, Metrics
 from collector.model import WireEvent
 from collector.routing import RouteTable, Topics
-from collector.settings import Settings
+from collector.settings import Settings, SettingsError, env_var
 from event_schemas import SchemaLoadError, SchemaRegistry, check_registry, load_registry
 
 log = logging.getLogger(__name__)
@@ -48,18 +50,42 @@ class Plan:
         """The metrics label of an event name: itself when the plan has it, else `_unknown`."""
         return event if event is not None and event in self.known_events else UNKNOWN_EVENT_LABEL
 
+    def version_label(self, event: str | None, version: int | None) -> str:
+        """The metrics label of a version: itself when the plan has (event, version)."""
+        known = self.schemas.decoders.get(event) if event is not None else None
+        return str(version) if known is not None and version in known else UNKNOWN_EVENT_LABEL
+
     def count_events(self, metrics: Metrics, events: Iterable[WireEvent], outcome: str) -> None:
-        """One counter update per event name, not per event, labelled by this plan."""
-        counts = Counter(event.event for event in events)
-        for name, count in counts.items():
-            metrics.events.labels(self.event_label(name), outcome).inc(count)
+        """One counter update per (name, version), not per event, labelled by this plan."""
+        counts = Counter((event.event, event.version) for event in events)
+        for (name, version), count in counts.items():
+            metrics.events.labels(
+                self.event_label(name), self.version_label(name, version), outcome
+            ).inc(count)
 
 
-def build_plan(schemas: SchemaRegistry, settings: Settings) -> Plan:
-    topics = Topics(prefix=settings.topic_prefix, dead_letter=settings.dead_letter_topic)
+def build_plan(
+    schemas: SchemaRegistry, settings: Settings, routing: RoutingConfig | None = None
+) -> Plan:
+    """The plan for `schemas`; `routing` defaults to the config file's `[routing]` table.
+
+    Raises SettingsError for a bad topic template or routing table.
+    """
+    if settings.topic_template is not None:
+        try:
+            check_topic_template(settings.topic_template)
+        except ValueError as exc:
+            raise SettingsError(f"invalid setting {env_var('topic_template')}: {exc}") from exc
+    if routing is None:
+        routing = load_routing_config(settings.config_file)
+    topics = Topics(
+        prefix=settings.topic_prefix,
+        dead_letter=settings.dead_letter_topic,
+        template=settings.topic_template,
+    )
     return Plan(
         schemas=schemas,
-        routes=RouteTable(topics, schemas),
+        routes=RouteTable(topics, schemas, routing),
         known_events=frozenset(schemas.events()),
     )
 
@@ -75,6 +101,11 @@ class PlanHolder:
 
 class PlanRefused(Exception):
     """The schema directory loaded but breaks compatibility; the message is the first one."""
+
+
+def _load_all(settings: Settings) -> tuple[SchemaRegistry, RoutingConfig]:
+    """The checked schemas and the routing table (blocking: runs in a worker thread)."""
+    return _load_checked(settings.schemas_dir), load_routing_config(settings.config_file)
 
 
 def _load_checked(directory: str | None) -> SchemaRegistry:
@@ -98,16 +129,19 @@ async def reload_plan(app: web.Application) -> bool:
     where = settings.schemas_dir or "the bundled plan"
     async with holder.lock:
         try:
-            schemas = await asyncio.to_thread(_load_checked, settings.schemas_dir)
-        except (SchemaLoadError, PlanRefused) as exc:
-            kind = "cannot load" if isinstance(exc, SchemaLoadError) else "incompatible"
+            schemas, routing = await asyncio.to_thread(_load_all, settings)
+        except (SchemaLoadError, PlanRefused, SettingsError) as exc:
+            if isinstance(exc, SettingsError):
+                kind = "bad routing config"
+            else:
+                kind = "cannot load" if isinstance(exc, SchemaLoadError) else "incompatible"
             log.error(
                 "tracking plan reload refused (%s), still serving the old plan: %s", kind, exc
             )
             metrics.schema_reloads.labels("failed").inc()
             metrics.schema_event_versions.set(holder.current.event_versions)
             return False
-        plan = build_plan(schemas, settings)
+        plan = build_plan(schemas, settings, routing)
         previous = holder.current
         holder.current = plan  # the swap: the next request reads the new plan
         metrics.schema_reloads.labels("ok").inc()

@@ -1,8 +1,10 @@
 """Stage: turn validated and invalid events into sink records. Pure: no I/O, no clock.
 
-Valid events go to `<prefix><event>` keyed by user (else anonymous) id for per-user ordering;
-invalid ones go to the dead-letter topic with the reason in a header and in the value.
-Everything that is the same for every event of one schema is computed once, in RouteTable.
+Valid events go to the topic template's topic (default `events.{event}`, a schema's `x-topic`
+wins) keyed by the schema's declared key field, else user, else anonymous id, for per-user
+ordering, and to every extra topic a fan-out rule adds (same key, value and headers); invalid
+ones go to the dead-letter topic with the reason in a header and in the value. Everything that
+is the same for every event of one schema is computed once, in RouteTable.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from collector.fanout import RoutingConfig, render_topic
 from collector.model import DeadLetter, WireEvent
 from collector.sinks.base import Record
 from collector.validation import Annotated, InvalidEvent
@@ -21,7 +24,8 @@ from event_schemas import SchemaRegistry
 CONTENT_TYPE = b"application/json"
 
 ConstantHeaders = tuple[tuple[str, bytes], ...]
-Route = tuple[str, ConstantHeaders, int]  # topic, constant headers, offset of the event id
+# topic, constant headers, offset of the event id in the value, fan-out topics
+Route = tuple[str, ConstantHeaders, int, tuple[str, ...]]
 UUID_CHARS = 36
 
 _encoder = msgspec.json.Encoder()
@@ -29,19 +33,30 @@ _encoder = msgspec.json.Encoder()
 
 @dataclass(frozen=True, slots=True)
 class Topics:
+    """Where events go: `template` ({event}, {version}) when set, else `prefix` + event."""
+
     prefix: str = "events."
     dead_letter: str = "events._invalid"
+    template: str | None = None
 
-    def for_event(self, event: str) -> str:
-        return self.prefix + event
+    def for_event(self, event: str, version: int = 1) -> str:
+        if self.template is None:
+            return self.prefix + event
+        return render_topic(self.template, event, version)
 
 
 class RouteTable:
-    """Topic and constant headers per (event, version), computed on first use."""
+    """Topic, fan-out topics and constant headers per (event, version), computed on first use."""
 
-    def __init__(self, topics: Topics, schemas: SchemaRegistry | None = None) -> None:
+    def __init__(
+        self,
+        topics: Topics,
+        schemas: SchemaRegistry | None = None,
+        config: RoutingConfig | None = None,
+    ) -> None:
         self.topics = topics
         self._schemas = schemas
+        self._config = config if config is not None else RoutingConfig()
         self._routes: dict[str, dict[int, Route]] = {}
 
     def route_for(self, event: str, version: int) -> Route:
@@ -60,11 +75,9 @@ class RouteTable:
             prefix = b'{"event":' + _encoder.encode(event) + b',"version":%d,"event_id":"' % version
             schema = self._schemas.get(event, version) if self._schemas is not None else None
             topic = schema.metadata.topic if schema is not None else None
-            route = by_version[version] = (
-                topic or self.topics.for_event(event),
-                headers,
-                len(prefix),
-            )
+            topic = topic or self.topics.for_event(event, version)
+            extra = tuple(t for t in self._config.fanout_topics(event, version) if t != topic)
+            route = by_version[version] = (topic, headers, len(prefix), extra)
         return route
 
 
@@ -81,19 +94,26 @@ def route(
     route_for = table.route_for
     records: list[Record] = []
     append = records.append
+    fanned: list[tuple[int, tuple[str, ...]]] = []  # (position, extra topics), usually empty
     # Hot loop: locals only, one Struct per event; the constant headers are shared tuples.
     for event in valid:
-        topic, headers, id_at = route_for(event.event, event.version)
+        topic, headers, id_at, extra = route_for(event.event, event.version)
         identity = event.user_id if event.user_id is not None else event.anonymous_id
         key = identity.encode() if identity is not None else None
         value = encode(event)
         event_id = value[id_at : id_at + UUID_CHARS]
+        if extra:
+            fanned.append((len(records), extra))
         append(Record(topic, key, value, [*headers, ("event_id", event_id)], timestamp_ms))
     for position, schema, properties in annotated:
         field = schema.metadata.partition_key
         if field is not None:  # the schema's declared key replaces the user/anonymous id
             value = msgspec.to_builtins(properties)[field]
             records[position] = msgspec.structs.replace(records[position], key=str(value).encode())
+    # Copies come after the keys are final, so a copy is keyed exactly as its original.
+    for position, extra in fanned:
+        original = records[position]
+        records.extend(msgspec.structs.replace(original, topic=copy) for copy in extra)
     records.extend(
         _dead_letter(event, table.topics, received_at, timestamp_ms) for event in invalid
     )

@@ -11,6 +11,12 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from collector.client_ip import parse_networks
+from collector.limits import (
+    DEFAULT_MAX_BATCH_EVENTS,
+    DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_JSON_DEPTH,
+)
 from event_schemas.errors import split_validation_error
 
 ENV_PREFIX = "CAPTURE_"
@@ -36,6 +42,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     schemas_dir: str | None = None
     # TOML file with write keys ([[sources]]) and routing rules ([routing]); see config_file.py
     config_file: str | None = None
+    # How far a signed request's X-Capture-Timestamp may be from the collector's clock.
+    signature_tolerance_s: PositiveInt = 300
     kafka_bootstrap_servers: str | None = None
     kafka_client_id: str = "event-capture-collector"
     # aiokafka compresses on the event loop: zstd (via cramjam) costs ~1/10 of its gzip-9
@@ -44,17 +52,42 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     kafka_linger_ms: Annotated[int, msgspec.Meta(ge=0)] = 0
     kafka_request_timeout_ms: PositiveInt = 10_000
     topic_prefix: str = "events."
+    # Topic per event, with {event} and {version}, e.g. `events.{event}.v{version}`; when set
+    # it replaces topic_prefix (which means `<prefix>{event}`). A schema's x-topic still wins.
+    topic_template: str | None = None
     dead_letter_topic: str = "events._invalid"
     # The deadline for the sink to acknowledge a request's events before the answer is 503.
     sink_timeout_s: PositiveFloat = 5.0
     retry_after_s: PositiveInt = 2
+    # On SIGTERM the listener closes at once; requests in flight get this long to finish
+    # (each is already bounded by sink_timeout_s), then the sink flushes (Kafka: 10 s at most).
+    shutdown_timeout_s: PositiveFloat = 15.0
     max_body_bytes: PositiveInt = 1_048_576
     # Request bytes being processed at once in this process; past it, 503 at once (no queue).
     max_inflight_bytes: PositiveInt = 67_108_864
     max_decompressed_bytes: PositiveInt = 8_388_608
+    # The whole body must arrive within this; a slower client gets 408 and the connection
+    # closes (aiohttp has no body timeout of its own).
+    body_read_timeout_s: PositiveFloat = 10.0
+    # One event's `properties` + `context` as sent, in bytes; larger: dead-lettered alone.
+    max_event_bytes: PositiveInt = DEFAULT_MAX_EVENT_BYTES
+    # Events in one request; more: the whole request gets 413 too_many_events.
+    max_batch_events: PositiveInt = DEFAULT_MAX_BATCH_EVENTS
+    # Nesting levels of arrays/objects inside an event's properties or context; deeper: 400.
+    max_json_depth: Annotated[int, msgspec.Meta(ge=1, le=256)] = DEFAULT_MAX_JSON_DEPTH
     # Key for hashing `x-pii: hash` properties (HMAC-SHA256); unset: plain SHA-256.
     pii_hash_key: str | None = None
+    # Peers (IPs or CIDRs, comma-separated) whose X-Forwarded-For is believed for the client IP.
+    trusted_proxies: str | None = None
+    # Keep only the network part of client IPs (IPv4 /24, IPv6 /48); false keeps full IPs.
+    ip_anonymize: bool = True
+    # Drop events whose event_id this process acknowledged in the last N seconds (0: off).
+    dedup_window_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    # At most this many remembered ids (the oldest are forgotten first): bounds the memory.
+    dedup_max_ids: PositiveInt = 100_000
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # `json`: one JSON object per line (ts, level, logger, message, extra fields) for shippers
+    log_format: Literal["text", "json"] = "text"
 
     @property
     def sink_kind(self) -> str:
@@ -93,6 +126,10 @@ def load_settings(
         raise SettingsError(
             f"invalid setting {env_var(field)} (--{_flag(field)}): {message}"
         ) from exc
+    try:
+        parse_networks(settings.trusted_proxies)
+    except ValueError as exc:
+        raise SettingsError(f"invalid setting {env_var('trusted_proxies')}: {exc}") from exc
     if settings.sink_kind == "kafka" and not settings.kafka_bootstrap_servers:
         raise SettingsError(
             f"{env_var('sink')}=kafka needs {env_var('kafka_bootstrap_servers')} (host:port,...)"

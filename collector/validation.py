@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import msgspec
 
 from collector.decoding import DecodedBatch
+from collector.limits import DEFAULT_MAX_EVENT_BYTES
 from collector.model import FieldError, WireEvent
 from event_schemas import EventSchema, SchemaRegistry
 from event_schemas.errors import split_validation_error
@@ -21,6 +22,7 @@ INVALID_EVENT = "invalid_event"
 UNKNOWN_EVENT = "unknown_event"
 INVALID_PROPERTIES = "invalid_properties"
 MISSING_IDENTITY = "missing_identity"
+EVENT_TOO_LARGE = "event_too_large"
 
 _event_decoder = msgspec.json.Decoder(WireEvent)
 
@@ -50,7 +52,12 @@ class BatchVerdict:
     annotated: list[Annotated]
 
 
-def validate_batch(batch: DecodedBatch, schemas: SchemaRegistry) -> BatchVerdict:
+def validate_batch(
+    batch: DecodedBatch,
+    schemas: SchemaRegistry,
+    *,
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+) -> BatchVerdict:
     valid: list[WireEvent] = []
     invalid: list[InvalidEvent] = []
     annotated: list[Annotated] = []
@@ -58,6 +65,10 @@ def validate_batch(batch: DecodedBatch, schemas: SchemaRegistry) -> BatchVerdict
     needs_values = schemas.annotated
     if batch.events is not None:
         for index, event in enumerate(batch.events):
+            # the envelope's other fields are bounded by their types; these two are raw bytes
+            if len(event.properties) + len(event.context) > max_event_bytes:
+                invalid.append(_too_large(index, event, max_event_bytes))
+                continue
             by_version = decoders.get(event.event)
             decoder = by_version.get(event.version) if by_version is not None else None
             if decoder is None or (event.user_id is None and event.anonymous_id is None):
@@ -76,7 +87,7 @@ def validate_batch(batch: DecodedBatch, schemas: SchemaRegistry) -> BatchVerdict
             valid.append(event)
     else:
         for index, raw in enumerate(batch.raw_events()):
-            verdict = validate_event(index, raw, schemas)
+            verdict = validate_event(index, raw, schemas, max_event_bytes=max_event_bytes)
             if isinstance(verdict, InvalidEvent):
                 invalid.append(verdict)
                 continue
@@ -92,13 +103,19 @@ def validate_batch(batch: DecodedBatch, schemas: SchemaRegistry) -> BatchVerdict
 
 
 def validate_event(
-    index: int, raw: msgspec.Raw, schemas: SchemaRegistry
+    index: int,
+    raw: msgspec.Raw,
+    schemas: SchemaRegistry,
+    *,
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
 ) -> tuple[WireEvent, EventSchema, msgspec.Struct] | InvalidEvent:
     """The per-event path, for batches whose envelopes did not all decode in one pass."""
     try:
         event = _event_decoder.decode(raw)
     except msgspec.ValidationError as exc:
         return InvalidEvent(index, INVALID_EVENT, [field_error(exc, "$")], raw=raw)
+    if len(event.properties) + len(event.context) > max_event_bytes:
+        return _too_large(index, event, max_event_bytes)
     schema = schemas.get(event.event, event.version)
     if schema is None or (event.user_id is None and event.anonymous_id is None):
         return _refuse(index, event, schemas)
@@ -107,6 +124,12 @@ def validate_event(
     except msgspec.ValidationError as exc:
         return InvalidEvent(index, INVALID_PROPERTIES, [field_error(exc, "$.properties")], event)
     return event, schema, properties
+
+
+def _too_large(index: int, event: WireEvent, max_event_bytes: int) -> InvalidEvent:
+    size = len(event.properties) + len(event.context)
+    message = f"properties and context take {size} bytes, more than the limit of {max_event_bytes}"
+    return InvalidEvent(index, EVENT_TOO_LARGE, [FieldError("$", message)], event)
 
 
 def _refuse(index: int, event: WireEvent, schemas: SchemaRegistry) -> InvalidEvent:

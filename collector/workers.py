@@ -1,7 +1,9 @@
 """Run several collector processes on one port (SO_REUSEPORT), so every core takes requests.
 
 The parent only forks, forwards SIGTERM/SIGINT/SIGHUP and restarts a worker that died; it never
-serves requests itself, and builds nothing before the fork that a worker would share.
+serves requests itself, and builds nothing before the fork that a worker would share. It owns
+the metrics directory of prometheus_client's multiprocess mode, so /metrics in any worker sums
+all of them: a fresh one per run, removed at exit.
 """
 
 from __future__ import annotations
@@ -9,9 +11,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Callable
+
+from collector.metrics import enable_multiprocess, worker_exited
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +27,16 @@ RESTART_BACKOFF_S = 1.0
 
 def run_workers(count: int, serve_one: Callable[[int], int]) -> int:
     """Fork `count` workers running `serve_one(index)`; return when all have exited."""
+    # Fresh on every start: files left by an earlier run would be summed into this one's.
+    metrics_dir = tempfile.mkdtemp(prefix="capture-metrics-")
+    try:
+        enable_multiprocess(metrics_dir)
+        return _supervise(count, serve_one, metrics_dir)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _supervise(count: int, serve_one: Callable[[int], int], metrics_dir: str) -> int:
     children: dict[int, int] = {}  # pid -> worker index
     stopping = False
 
@@ -63,6 +79,7 @@ def run_workers(count: int, serve_one: Callable[[int], int]) -> int:
         if pid not in children:
             continue
         index = children.pop(pid)
+        worker_exited(pid, metrics_dir)
         code = os.waitstatus_to_exitcode(status)
         if stopping:
             worst = max(worst, code if code > 0 else 0)

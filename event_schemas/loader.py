@@ -3,6 +3,8 @@
 The plan lives in `<root>/<event>/v<N>.json`. Each file becomes a frozen msgspec Struct type
 and a reusable JSON decoder. A keyword this loader does not implement is a load error naming
 the file and the keyword: nothing in a schema is silently ignored. No I/O after loading.
+`default` is metadata for replay's upgrade of old versions: it never fills a field while
+decoding, and it must itself validate against its property.
 """
 
 from __future__ import annotations
@@ -29,7 +31,11 @@ VERSION_FILE_RE = re.compile(r"^v([1-9][0-9]{0,3})\.json$")
 PROPERTY_NAME_RE = re.compile(r"^(?!__)[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 # Keywords that only describe and never constrain.
-ANNOTATION_KEYWORDS = frozenset({"$schema", "$id", "$comment", "title", "description", "examples"})
+# `default` is one of them: it declares how replay upgrades an event that lacks the property,
+# and is checked against the property's own schema at load time.
+ANNOTATION_KEYWORDS = frozenset(
+    {"$schema", "$id", "$comment", "title", "description", "examples", "default"}
+)
 # Keywords that constrain, with the JSON types they apply to.
 CONSTRAINT_KEYWORDS: Mapping[str, frozenset[str]] = {
     "type": frozenset({"*"}),
@@ -203,9 +209,22 @@ class _Compiler:
             extra = set(node) - ANNOTATION_KEYWORDS - {"enum", "type"}
             if extra:
                 raise self.error(pointer, f"`enum` does not combine with {sorted(extra)}")
-            return self._enum(node, pointer, types)
+            compiled = self._enum(node, pointer, types)
+            if "default" in node:
+                self._check_default(node["default"], compiled, pointer)
+            return compiled
         options = [self._compile_type(t, node, pointer) for t in types]
-        return options[0] if len(options) == 1 else Union[tuple(options)]  # noqa: UP007
+        compiled = options[0] if len(options) == 1 else Union[tuple(options)]  # noqa: UP007
+        if "default" in node:
+            self._check_default(node["default"], compiled, pointer)
+        return compiled
+
+    def _check_default(self, value: object, compiled: Any, pointer: str) -> None:
+        """A default that its own property would reject could never upgrade an event."""
+        try:
+            msgspec.json.Decoder(compiled).decode(msgspec.json.encode(value))
+        except msgspec.ValidationError as exc:
+            raise self.error(pointer + "/default", f"the default is not valid: {exc}") from exc
 
     def _types(self, node: Mapping[str, Any], pointer: str) -> list[str]:
         declared = node.get("type")
@@ -330,6 +349,11 @@ class _Compiler:
             if not PROPERTY_NAME_RE.match(name):
                 raise self.error(f"{pointer}/properties/{name}", "property names are identifiers")
             child_type = self.compile(child, f"{pointer}/properties/{name}")
+            if name in required and isinstance(child, dict) and "default" in child:
+                # a required property is never absent, so its default could never apply
+                raise self.error(
+                    f"{pointer}/properties/{name}/default", "only optional properties have defaults"
+                )
             attr = f"{name}_" if keyword.iskeyword(name) else name
             if attr != name:
                 if attr in properties:

@@ -3,6 +3,7 @@
 aiokafka has no delivery timeout of its own, so every publish is bounded here by the caller's
 deadline; a record not acknowledged by then is RETRIABLE (it may still land later: duplicates
 are allowed by the at-least-once contract, loss is not). Never blocks past the deadline.
+A supervisor replaces a producer whose sender died; it never retries records itself.
 """
 
 from __future__ import annotations
@@ -10,14 +11,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from collector.sinks.base import Outcome, Record, Sink
-from collector.sinks.kafka_batches import PartitionQueue, outcome_of, partition_index
+from collector.sinks.kafka_batches import (
+    PartitionQueue,
+    ProducerGone,
+    outcome_of,
+    partition_index,
+    sender_failure,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +39,9 @@ UNHEALTHY_AFTER_CHECKS = 2
 # aiokafka's stop() flushes pending batches and can wait forever while no broker answers
 # (aio-libs/aiokafka#1101); shutdown must not.
 STOP_TIMEOUT_S = 10.0
+# A dead producer is closed before its replacement starts; its sender is gone, so closing only
+# drops connections, but aiokafka gives no bound of its own.
+DEAD_CLOSE_TIMEOUT_S = 5.0
 
 
 class KafkaSink(Sink):
@@ -47,7 +57,10 @@ class KafkaSink(Sink):
         request_timeout_ms: int = 10_000,
         max_batch_bytes: int = 524_288,
         max_pending_batches: int = 16,
+        on_producer_restart: Callable[[str], None] | None = None,
     ) -> None:
+        """`on_producer_restart(reason)` is called each time a dead producer was replaced;
+        `reason` is a bounded code (sender_cancelled, sender_died, fatal_error)."""
         self._options: dict[str, Any] = {
             "bootstrap_servers": bootstrap_servers,
             "client_id": client_id,
@@ -64,6 +77,7 @@ class KafkaSink(Sink):
         self._starter: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._failed_checks = 0  # consecutive failed readiness checks
+        self._on_producer_restart = on_producer_restart
 
     async def start(self) -> None:
         """Start the producer; if no broker answers yet, keep trying in the background."""
@@ -75,9 +89,11 @@ class KafkaSink(Sink):
         self._watcher = asyncio.create_task(self._watch(), name="kafka-sink-watch")
 
     async def _watch(self) -> None:
-        """Keep a cheap health verdict, so that publish can refuse at once while Kafka is down."""
+        """Keep a cheap health verdict, so that publish can refuse at once while Kafka is down;
+        replace the producer if its sender died (nothing else would notice while idle)."""
         while True:
             await asyncio.sleep(WATCH_INTERVAL_S)
+            self._check_producer()
             reachable = await self._reachable()
             if reachable is None:
                 continue  # no answer in time (a busy loop, say): no verdict either way
@@ -103,14 +119,46 @@ class KafkaSink(Sink):
             raise
         self._producer = producer
 
-    async def _keep_starting(self) -> None:
-        while self._producer is None:
-            await asyncio.sleep(START_RETRY_S)
+    async def _keep_starting(self, *, first_delay_s: float = START_RETRY_S) -> None:
+        await asyncio.sleep(first_delay_s)
+        while True:
             try:
                 await self._start_producer()
             except KafkaError as exc:
                 log.debug("kafka still not reachable: %s", exc)
+            else:
+                break
+            await asyncio.sleep(START_RETRY_S)
         log.info("kafka producer started")
+
+    def _check_producer(self) -> bool:
+        """Whether the producer can deliver; if its sender died, start replacing it."""
+        producer = self._producer
+        if producer is None:
+            return False
+        why = sender_failure(producer)
+        if why is None:
+            return True
+        log.error("kafka producer cannot deliver (%s); replacing it", why)
+        self._producer = None  # publish refuses and /readyz fails until the new one is up
+        queues = list(self._queues.values())
+        self._queues.clear()
+        self._starter = asyncio.create_task(
+            self._replace(producer, queues, why), name="kafka-sink-restart"
+        )
+        return False
+
+    async def _replace(self, dead: Any, queues: list[PartitionQueue], why: str) -> None:
+        # Answer every batch the dead producer holds, and every batch not yet handed to it,
+        # so no request waits for a sender that is gone (they get RETRIABLE -> 503).
+        dead._message_accumulator.fail_all(ProducerGone(f"the producer was replaced: {why}"))
+        for queue in queues:
+            queue.fail_all(Outcome.RETRIABLE)
+        await _stop_producer(dead, DEAD_CLOSE_TIMEOUT_S)
+        await self._keep_starting(first_delay_s=0)
+        log.warning("kafka producer replaced (%s)", why)
+        if self._on_producer_restart is not None:
+            self._on_producer_restart(why)
 
     async def stop(self) -> None:
         for task in (self._starter, self._watcher):
@@ -123,17 +171,11 @@ class KafkaSink(Sink):
             queue.fail_all(Outcome.RETRIABLE)
         self._queues.clear()
         if producer is not None:
-            try:
-                async with asyncio.timeout(STOP_TIMEOUT_S):
-                    await producer.stop()
-            except TimeoutError:
-                log.error(
-                    "kafka producer did not stop within %.0fs; abandoning records that were"
-                    " never acknowledged (their requests were answered 503)",
-                    STOP_TIMEOUT_S,
-                )
+            await _stop_producer(producer, STOP_TIMEOUT_S)
 
     async def ready(self) -> bool:
+        if not self._check_producer():  # being (re)started, or its sender just died
+            return False
         return await self._reachable() is True
 
     async def _reachable(self) -> bool | None:
@@ -157,7 +199,7 @@ class KafkaSink(Sink):
     async def publish(self, records: Sequence[Record], *, timeout_s: float) -> list[Outcome]:
         producer = self._producer
         outcomes = [Outcome.RETRIABLE] * len(records)
-        if producer is None or not records or self.unavailable:
+        if producer is None or not records or self.unavailable or not self._check_producer():
             return outcomes
         pending: list[tuple[int, asyncio.Future[Outcome]]] = []
         try:
@@ -180,7 +222,7 @@ class KafkaSink(Sink):
             log.warning(
                 "kafka did not acknowledge %d records within %.1fs", len(records), timeout_s
             )
-        except KafkaError as exc:  # metadata for a topic could not be had
+        except KafkaError as exc:  # no metadata for a topic, or the producer was replaced
             log.warning("kafka refused the records: %r", exc)
             return [outcome_of(exc)] * len(records)
         for index, future in pending:
@@ -191,6 +233,8 @@ class KafkaSink(Sink):
     async def _queues_for(self, producer: Any, topic: str) -> list[PartitionQueue]:
         """The topic's partition queues in partition order (the partitioner indexes them)."""
         partitions = sorted(await producer.partitions_for(topic))
+        if producer is not self._producer:  # replaced while we waited: its queues are gone
+            raise ProducerGone("the producer was replaced")
         queues = []
         for partition in partitions:
             queue = self._queues.get((topic, partition))
@@ -200,3 +244,15 @@ class KafkaSink(Sink):
                 )
             queues.append(queue)
         return queues
+
+
+async def _stop_producer(producer: Any, timeout_s: float) -> None:
+    try:
+        async with asyncio.timeout(timeout_s):
+            await producer.stop()
+    except TimeoutError:
+        log.error(
+            "kafka producer did not stop within %.0fs; abandoning records that were"
+            " never acknowledged (their requests were answered 503)",
+            timeout_s,
+        )

@@ -43,6 +43,31 @@ def partition_index(key: bytes | None, count: int) -> int:
     return hashed % count
 
 
+class ProducerGone(KafkaError):  # type: ignore[misc]  # aiokafka ships no type hints
+    """The producer a record was handed to was replaced; the record may succeed on the next."""
+
+    retriable = True
+
+
+def sender_failure(producer: Any) -> str | None:
+    """Why the producer can never deliver again (a bounded reason code), or None while it can.
+
+    aiokafka has no health API: its sender task may be cancelled (every later send then hangs,
+    aio-libs/aiokafka#1039) or die of an error that leaves the accumulator failing every send
+    (aio-libs/aiokafka#1017), so this reads the two private attributes that tell.
+    """
+    task = getattr(getattr(producer, "_sender", None), "sender_task", None)
+    if task is not None and task.done():
+        # aiokafka's sender routine swallows its own cancellation and returns: a task that
+        # ended without an exception was cancelled.
+        if task.cancelled() or task.exception() is None:
+            return "sender_cancelled"
+        return "sender_died"
+    if getattr(getattr(producer, "_message_accumulator", None), "_exception", None) is not None:
+        return "fatal_error"
+    return None
+
+
 def outcome_of(exc: BaseException | None) -> Outcome:
     if exc is None:
         return Outcome.OK
@@ -116,11 +141,14 @@ class PartitionQueue:
             raise
         except Exception as exc:  # noqa: BLE001  # any failure is an outcome for the requests
             log.warning("kafka batch to %s[%d] failed: %r", self._topic, self._partition, exc)
+            if sender_failure(self._producer) is not None:
+                # the producer died, not the records: a new producer may take them
+                return Outcome.RETRIABLE
             return outcome_of(exc)
         return Outcome.OK
 
     def fail_all(self, outcome: Outcome) -> None:
-        """Answer everything still queued (used when the sink stops)."""
+        """Answer everything still queued (the sink stops, or its producer was replaced)."""
         while self._batches:
             _, future = self._batches.popleft()
             if not future.done():

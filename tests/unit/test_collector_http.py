@@ -256,9 +256,10 @@ async def test_metrics_count_requests_and_events(collector: HttpClient) -> None:
     text = await (await collector.get("/metrics")).text()
     assert 'capture_http_requests_total{route="/v1/batch",status="200"} 1.0' in text
     assert 'capture_http_requests_total{route="/v1/batch",status="400"} 1.0' in text
-    assert 'capture_events_total{event="track_played",outcome="accepted"} 1.0' in text
-    assert 'capture_events_total{event="page_viewed",outcome="accepted"} 1.0' in text
-    assert 'capture_events_total{event="_unknown",outcome="rejected"} 1.0' in text
+    assert 'capture_events_total{event="track_played",outcome="accepted",version="1"} 1.0' in text
+    assert 'capture_events_total{event="page_viewed",outcome="accepted",version="1"} 1.0' in text
+    unknown = 'capture_events_total{event="_unknown",outcome="rejected",version="_unknown"} 1.0'
+    assert unknown in text
     assert 'capture_events_rejected_total{reason="unknown_event"} 1.0' in text
     assert 'capture_request_errors_total{reason="malformed_json"} 1.0' in text
     assert "capture_inflight_bytes 0.0" in text

@@ -1,4 +1,4 @@
-"""docker-compose.yml and the Dockerfile agree with the collector's settings and each other.
+"""docker-compose.yml, the Dockerfile and deploy/ agree with the collector and each other.
 
 Docker does not run here: these tests only parse the files, so that a renamed setting, a moved
 port or a changed listener breaks the build instead of the first `docker compose up`.
@@ -16,13 +16,17 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from collector.cli import build_parser
 from collector.settings import FIELDS, env_var, load_settings
+from tests.conftest import HttpClient
+from tests.factories import batch_body, track_played
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
+JSON_HEADERS = {"Content-Type": "application/json"}
 LISTENER_RE = re.compile(r"^(?P<name>[A-Z_]+)://(?P<host>[^:/]*):(?P<port>\d+)$")
 
 
@@ -199,3 +203,129 @@ def test_dockerfile_builds_the_package_and_runs_capture_serve(compose: dict[str,
 def test_dockerignore_keeps_local_state_out_of_the_build() -> None:
     entries = set((ROOT / ".dockerignore").read_text().split())
     assert {".git", ".venv", "data", ".mypy_cache", ".pytest_cache", ".ruff_cache"} <= entries
+
+
+# --- Prometheus and Grafana (deploy/) -------------------------------------------------------
+
+DEPLOY = ROOT / "deploy"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "collector.json"
+ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+METRIC_RE = re.compile(r"\b(capture_[a-z0-9_]+)")
+SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+
+
+def mounts(svc: dict[str, Any]) -> dict[str, Path]:
+    """Container path -> host path of a service's bind mounts (short syntax)."""
+    found = {}
+    for entry in svc.get("volumes", []):
+        host, container = str(entry).split(":")[:2]
+        assert host.startswith("./"), f"{entry}: bind-mount files from the repository"
+        found[container] = ROOT / host
+    return found
+
+
+def in_container(svc: dict[str, Any], path: str) -> Path:
+    """The repository file a container path of `svc` is mounted from."""
+    for container, host in mounts(svc).items():
+        if path == container or path.startswith(container.rstrip("/") + "/"):
+            return host / path[len(container) :].lstrip("/")
+    raise AssertionError(f"{path} is not mounted into the container")
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    return [rule for group in load_yaml(ALERTS)["groups"] for rule in group["rules"]]
+
+
+def dashboard_exprs() -> list[str]:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [target["expr"] for panel in panels for target in panel["targets"]]
+
+
+def test_prometheus_is_provisioned_from_the_repository(compose: dict[str, Any]) -> None:
+    prometheus = service(compose, "prometheus")
+    flags = dict(arg.split("=", 1) for arg in prometheus["command"])
+    config_file = in_container(prometheus, flags["--config.file"])
+    assert config_file.is_file(), config_file
+    config = load_yaml(config_file)
+    rule_files = [in_container(prometheus, path) for path in config["rule_files"]]
+    assert rule_files == [ALERTS]
+    [job] = config["scrape_configs"]
+    port = environment(service(compose, "collector"))["CAPTURE_PORT"]
+    assert job["metrics_path"] == "/metrics"
+    assert job["static_configs"][0]["targets"] == [f"collector:{port}"]
+    # the alert on a dead collector names this job
+    assert any(f'job="{job["job_name"]}"' in rule["expr"] for rule in alert_rules())
+    assert "9090" in container_ports(prometheus)
+
+
+def test_grafana_is_provisioned_with_the_datasource_and_dashboard(
+    compose: dict[str, Any],
+) -> None:
+    grafana = service(compose, "grafana")
+    provisioning = in_container(grafana, "/etc/grafana/provisioning")
+    [source] = load_yaml(provisioning / "datasources" / "prometheus.yml")["datasources"]
+    assert urlsplit(source["url"]).netloc == "prometheus:9090"
+    [provider] = load_yaml(provisioning / "dashboards" / "collector.yml")["providers"]
+    dashboards = in_container(grafana, provider["options"]["path"])
+    assert dashboards / "collector.json" == DASHBOARD
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    for panel in panels:
+        assert panel["datasource"]["uid"] == source["uid"], panel["title"]
+        assert all(target["datasource"]["uid"] == source["uid"] for target in panel["targets"])
+    assert "3000" in container_ports(grafana)
+
+
+def test_alert_rules_are_complete() -> None:
+    rules = alert_rules()
+    names = {rule["alert"] for rule in rules}
+    assert {
+        "CaptureCollectorDown",
+        "CaptureHigh5xxRatio",
+        "CaptureSinkNotReady",
+        "CaptureHighP99Latency",
+        "CaptureProducerRestarts",
+        "CaptureHighRejectionRatio",
+    } <= names
+    for rule in rules:
+        assert rule["expr"].strip(), rule["alert"]
+        assert rule["labels"]["severity"] in ("page", "ticket"), rule["alert"]
+        assert rule["annotations"]["summary"], rule["alert"]
+
+
+async def test_dashboard_and_alerts_use_only_metrics_the_collector_exposes(
+    collector: HttpClient,
+) -> None:
+    await collector.post("/v1/batch", data=batch_body(track_played()), headers=JSON_HEADERS)
+    text = await (await collector.get("/metrics")).text()
+    exposed = {
+        family.name + suffix
+        for family in text_string_to_metric_families(text)
+        for suffix in SUFFIXES.get(family.type, ("",))
+    }
+    used: dict[str, str] = {}
+    for where, expr in [("dashboard", e) for e in dashboard_exprs()] + [
+        (f"alert {rule['alert']}", rule["expr"]) for rule in alert_rules()
+    ]:
+        for name in METRIC_RE.findall(expr):
+            used.setdefault(name, where)
+    missing = {name: where for name, where in used.items() if name not in exposed}
+    assert missing == {}, "not in a real /metrics scrape"
+    # the dashboard shows every signal the issue lists
+    assert {
+        "capture_http_requests_total",
+        "capture_http_request_duration_seconds_bucket",
+        "capture_events_total",
+        "capture_events_rejected_total",
+        "capture_inflight_bytes",
+        "capture_sink_publish_duration_seconds_bucket",
+        "capture_sink_errors_total",
+        "capture_kafka_producer_restarts_total",
+        "capture_dedup_hits_total",
+        "capture_sink_ready",
+        "capture_http_request_body_bytes_bucket",
+        "capture_batch_events_bucket",
+    } <= {name for expr in dashboard_exprs() for name in METRIC_RE.findall(expr)}

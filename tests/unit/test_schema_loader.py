@@ -230,7 +230,9 @@ LOAD_ERRORS = {
     "maxLength-beyond-64-bits": (prop(t("string", maxLength=2**63)), "/", "cannot compile"),
     "ref": (prop(t("string", **{"$ref": "#/$defs/a"})), X, "unsupported keyword `$ref`"),
     "defs": ({**prop(t("string")), "$defs": {}}, "/", "unsupported keyword `$defs`"),
-    "default": (prop(t("string", default="a")), X, "unsupported keyword `default`"),
+    "const": (prop(t("string", const="a")), X, "unsupported keyword `const`"),
+    # `default` is supported (replay's upgrades), but only where it could ever apply
+    "default-on-required": (prop(t("string", default="a")), X + "/default", "only optional"),
     "uniqueItems": (prop(t("array", items=t("string"), uniqueItems=True)), X, "`uniqueItems`"),
     "additionalProperties-schema": (
         {**prop(t("string")), "additionalProperties": t("string")},
@@ -334,3 +336,30 @@ def test_hidden_files_are_skipped(tmp_path: Path) -> None:
     write_schema(tmp_path, "not json", name=".v2.json.swp")
     (tmp_path / ".git").mkdir()
     assert [(s.event, s.version) for s in load_registry(tmp_path)] == [("ev", 1)]
+
+
+def test_default_is_accepted_on_an_optional_property(tmp_path: Path) -> None:
+    # `default` declares how replay upgrades old versions (issue #7); decoding ignores it
+    schema = load_one(
+        tmp_path, event_doc({"a": t("string"), "b": t("boolean", default=False)}, ["a"])
+    )
+    assert schema.document["properties"]["b"]["default"] is False
+    assert decode(schema, {"a": "x"}) == {"a": "x"}
+
+
+@pytest.mark.parametrize(
+    ("node", "message"),
+    [
+        (t("integer", minimum=0, default=-1), "the default is not valid"),
+        ({"enum": ["a", "b"], "default": "c"}, "the default is not valid"),
+        (t("string", default=3), "the default is not valid"),
+    ],
+)
+def test_a_default_must_validate(tmp_path: Path, node: dict[str, Any], message: str) -> None:
+    with pytest.raises(SchemaLoadError, match=message):
+        load_one(tmp_path, event_doc({"a": t("string"), "b": node}, ["a"]))
+
+
+def test_a_required_property_has_no_default(tmp_path: Path) -> None:
+    with pytest.raises(SchemaLoadError, match="only optional properties have defaults"):
+        load_one(tmp_path, event_doc({"a": t("string", default="x")}))

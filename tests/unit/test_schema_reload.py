@@ -155,7 +155,7 @@ async def test_accepted_events_of_a_new_event_are_labelled_by_name(
     assert await reload_plan(reloadable.app)
     status, _ = await post(reloadable, foo())
     assert status == 200
-    labels = {"event": "foo", "outcome": "accepted"}
+    labels = {"event": "foo", "version": "1", "outcome": "accepted"}
     assert registry.get_sample_value("capture_events_total", labels) == 1.0
 
 
@@ -191,7 +191,7 @@ async def test_a_request_keeps_the_plan_it_started_with(plan_dir: Path) -> None:
         assert [r["reason"] for r in body["rejected"]] == ["unknown_event"]
         assert [r.topic for r in sink.records] == ["events._invalid"]
         registry = client.app[keys.METRICS].registry
-        labels = {"event": "_unknown", "outcome": "rejected"}
+        labels = {"event": "_unknown", "version": "_unknown", "outcome": "rejected"}
         assert registry.get_sample_value("capture_events_total", labels) == 1.0
         status, body = await post(client, foo())
         assert (status, body) == (200, {"accepted": 1, "rejected": []})

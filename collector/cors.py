@@ -1,0 +1,67 @@
+"""CORS for browser write keys: preflights and the headers on actual responses.
+
+Only origins that some browser source lists are ever echoed, and credentials are never allowed
+(the write key travels in Authorization, not in cookies). Whether a given key may be used from
+an origin is `auth.admit`'s business, not this module's; this one never looks at keys.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from collector import keys
+from collector.errors import Forbidden
+from collector.handlers import Handler
+
+ALLOWED_METHODS = "POST"
+ALLOWED_HEADERS = "Content-Type, Content-Encoding, Authorization"
+# browsers cap this themselves (Chromium at 2 h); 10 min keeps allowlist changes quick to apply
+PREFLIGHT_MAX_AGE_S = 600
+# the routes browsers may call cross-origin
+CORS_PATHS = frozenset({"/v1/batch"})
+
+
+def _allowed_origin(request: web.Request) -> str | None:
+    origin = request.headers.get("Origin")
+    if origin is None or request.path not in CORS_PATHS:
+        return None
+    if origin.lower() not in request.app[keys.SOURCES].browser_origins:
+        return None
+    return origin
+
+
+@web.middleware
+async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Put the CORS headers on every answer to an allowed origin, error answers included
+    (so that browser code can read why it was refused). Runs outside `error_middleware`.
+    """
+    response = await handler(request)
+    origin = _allowed_origin(request)
+    if origin is not None:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+    return response
+
+
+async def handle_preflight(request: web.Request) -> web.Response:
+    """`OPTIONS /v1/batch`: a preflight carries no key, so any browser source's origin passes."""
+    origin = _allowed_origin(request)
+    if origin is None:
+        raise Forbidden(
+            "this origin is not allowed to send events (no browser source lists it)",
+            reason="origin_not_allowed",
+        )
+    method = request.headers.get("Access-Control-Request-Method", "")
+    if method.upper() != ALLOWED_METHODS:
+        raise Forbidden(
+            f"only {ALLOWED_METHODS} is allowed cross-origin, not {method[:20]!r}",
+            reason="method_not_allowed",
+        )
+    return web.Response(
+        status=204,
+        headers={
+            "Access-Control-Allow-Methods": ALLOWED_METHODS,
+            "Access-Control-Allow-Headers": ALLOWED_HEADERS,
+            "Access-Control-Max-Age": str(PREFLIGHT_MAX_AGE_S),
+        },
+    )

@@ -1,0 +1,218 @@
+"""The OpenAPI 3.1 document of the collector's HTTP API, served at GET /openapi.json.
+
+Body schemas come from the msgspec Structs the handlers encode and decode, so they cannot
+drift from the code; the paths, statuses and headers are written here by hand. This module
+describes the API; it must not validate requests (decoding.py and validation.py do).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from collector.model import BatchResponse, ErrorBody, WireEvent
+
+OPENAPI_VERSION = "3.1.0"
+_REF = "#/components/schemas/{name}"
+# The envelope fields a client sends; the rest of WireEvent is set by the collector, and
+# anything a client sends under those names (or any other unknown name) is ignored.
+CLIENT_FIELDS = (
+    "event",
+    "version",
+    "event_id",
+    "occurred_at",
+    "user_id",
+    "anonymous_id",
+    "properties",
+    "context",
+)
+FIELD_DOCS = {
+    "event": "Event name from the tracking plan.",
+    "version": "Schema version of the event.",
+    "event_id": "Client-generated id; retries reuse it.",
+    "occurred_at": "When it happened, RFC 3339 with an offset.",
+    "properties": "Validated against the schema of (event, version).",
+    "context": "Passed through as sent.",
+}
+# Statuses of POST /v1/batch that refuse the whole request, with what they mean.
+BATCH_ERRORS = {
+    "400": "Not JSON, not a batch envelope, or bad gzip (malformed_json, invalid_envelope,"
+    " invalid_gzip).",
+    "401": "No usable write key, or a bad signature (missing_key, unknown_key, invalid_signature).",
+    "403": "The key may not send this event or from this origin (event_not_allowed,"
+    " origin_not_allowed).",
+    "408": "The body did not arrive in time.",
+    "413": "Body larger than max_body_bytes, or inflated past max_decompressed_bytes"
+    " (body_too_large).",
+    "415": "Content-Type is not application/json, or Content-Encoding is not gzip/identity"
+    " (unsupported_content_type, unsupported_encoding).",
+    "429": "The key's rate limit is spent (rate_limited); retry after Retry-After.",
+    "500": "The sink refused a record for good (sink_rejected), or an unexpected error"
+    " (internal_error). Nothing was accepted.",
+    "503": "The sink did not acknowledge every record, or too many bytes are in flight"
+    " (sink_unavailable, overloaded). Nothing was accepted; retry the whole batch after"
+    " Retry-After.",
+}
+RETRY_AFTER_STATUSES = frozenset({"429", "503"})
+
+
+def _event_schema() -> dict[str, Any]:
+    fields = {field.name: field for field in msgspec.structs.fields(WireEvent)}
+    properties: dict[str, Any] = {}
+    for name in CLIENT_FIELDS:
+        schema = dict(msgspec.json.schema(fields[name].type))  # Raw fields: {} (any JSON)
+        if name in FIELD_DOCS:
+            schema["description"] = FIELD_DOCS[name]
+        properties[name] = schema
+    properties["properties"]["type"] = "object"
+    return {
+        "title": "Event",
+        "type": "object",
+        "properties": properties,
+        "required": [name for name in CLIENT_FIELDS if fields[name].required],
+        "description": "One event. An event that fails its schema is dead-lettered and reported"
+        " in `rejected`; it does not fail the request.",
+    }
+
+
+def _components() -> dict[str, Any]:
+    _, schemas = msgspec.json.schema_components([BatchResponse, ErrorBody], ref_template=_REF)
+    schemas["Event"] = _event_schema()
+    schemas["Batch"] = {
+        "title": "Batch",
+        "type": "object",
+        "properties": {
+            "batch": {"type": "array", "items": {"$ref": _REF.format(name="Event")}},
+            "sent_at": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+        },
+        "required": ["batch"],
+    }
+    return schemas
+
+
+def _json(name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": _REF.format(name=name)}}}
+
+
+def _error(status: str, description: str) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description, "content": _json("ErrorBody")}
+    if status in RETRY_AFTER_STATUSES:
+        response["headers"] = {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}}
+    return response
+
+
+def _batch_operation() -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        "200": {
+            "description": "Every record (accepted events and dead letters) is acknowledged"
+            " by the sink.",
+            "content": _json("BatchResponse"),
+        }
+    }
+    responses.update({status: _error(status, text) for status, text in BATCH_ERRORS.items()})
+    return {
+        "operationId": "postBatch",
+        "summary": "Send a batch of events",
+        "security": [{"writeKey": []}, {}],
+        "parameters": [
+            {
+                "name": "Content-Encoding",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "enum": ["gzip", "identity"]},
+            }
+        ],
+        "requestBody": {"required": True, "content": _json("Batch")},
+        "responses": responses,
+    }
+
+
+def _plain(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    """The whole document (built once; callers must not change it)."""
+    health = {
+        "type": "object",
+        "properties": {"status": {"const": "ok"}, "pid": {"type": "integer"}},
+        "required": ["status", "pid"],
+    }
+    ready = {
+        "type": "object",
+        "properties": {"status": {"const": "ready"}, "sink": {"type": "string"}},
+        "required": ["status", "sink"],
+    }
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {"title": "event-capture collector", "version": "1"},
+        "paths": {
+            "/v1/batch": {"post": _batch_operation()},
+            "/healthz": {
+                "get": {
+                    "operationId": "getHealth",
+                    "summary": "Liveness: the process serves HTTP",
+                    "responses": {"200": _plain("Alive; `pid` is the answering worker.", health)},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "getReady",
+                    "summary": "Readiness: the sink can take events now",
+                    "responses": {
+                        "200": _plain("Ready.", ready),
+                        "503": _error("503", "The sink cannot accept events now."),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "getMetrics",
+                    "summary": "Prometheus metrics (summed over workers)",
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text exposition format.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "getOpenApi",
+                    "summary": "This document",
+                    "responses": {"200": _plain("OpenAPI 3.1.", {"type": "object"})},
+                }
+            },
+        },
+        "components": {
+            "schemas": _components(),
+            "headers": {
+                "RetryAfter": {
+                    "description": "Seconds to wait before retrying the same batch.",
+                    "schema": {"type": "integer", "minimum": 0},
+                }
+            },
+            "securitySchemes": {
+                "writeKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A source's write key (HTTP Basic with the key as user name"
+                    " also works). Required when the collector has write keys configured.",
+                }
+            },
+        },
+    }
+
+
+@functools.cache
+def _encoded() -> bytes:
+    return msgspec.json.encode(openapi_document())
+
+
+async def handle_openapi(request: web.Request) -> web.Response:
+    return web.Response(body=_encoded(), content_type="application/json")

@@ -1,0 +1,250 @@
+"""Where replayed records go: JSON lines (a file or stdout), Parquet, or a topic via a Sink.
+
+Republishing is one more driver of the collector's sinks: the same `publish`, acks and
+deadlines as live traffic, paced by a token bucket so a backfill cannot flood the broker.
+Outputs open (and so fail on an unwritable path) before anything is read; none decodes events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+
+from collector.replay.errors import BadInput, Unavailable
+from collector.replay.sources import SourceRecord
+from collector.sinks.base import Outcome, Record, Sink
+
+# Pause between attempts to republish records the sink answered RETRIABLE.
+RETRY_PAUSE_S = 0.2
+_encoder = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class OutItem:
+    source: SourceRecord
+    record: Record  # what to write: the source record, or its upgraded / recovered form
+
+
+class Output:
+    failed_reasons: list[tuple[str, str]]  # (what, why) for records the output refused
+
+    async def open(self) -> None:
+        return None
+
+    async def write(self, items: Sequence[OutItem]) -> int:
+        """Write `items`; returns how many were written. Raises Unavailable if it cannot."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        return None
+
+
+class JsonlOutput(Output):
+    """One record value per line; with metadata, one object with topic/partition/offset/..."""
+
+    def __init__(self, path: Path | None, *, with_metadata: bool = False) -> None:
+        self._path = path
+        self._with_metadata = with_metadata
+        self._file: IO[bytes] | None = None
+        self.failed_reasons = []
+
+    async def open(self) -> None:
+        if self._path is None:
+            self._file = sys.stdout.buffer
+            return
+        try:
+            self._file = self._path.open("wb")  # once, before reading
+        except OSError as exc:
+            raise BadInput(f"output {self._path} is not writable: {exc.strerror}") from exc
+
+    async def write(self, items: Sequence[OutItem]) -> int:
+        assert self._file is not None
+        lines = [self._line(item) + b"\n" for item in items]
+        self._file.write(b"".join(lines))
+        self._file.flush()
+        return len(lines)
+
+    def _line(self, item: OutItem) -> bytes:
+        if not self._with_metadata:
+            return item.record.value
+        source, record = item.source, item.record
+        return _encoder.encode(
+            {
+                "topic": source.topic,
+                "partition": source.partition,
+                "offset": source.offset,
+                "timestamp_ms": source.timestamp_ms,
+                "key": record.key.decode("utf-8", "replace") if record.key is not None else None,
+                "headers": [[k, v.decode("utf-8", "replace")] for k, v in record.headers],
+                "value": msgspec.Raw(record.value),
+            }
+        )
+
+    async def close(self) -> None:
+        if self._file is not None and self._path is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+
+class ParquetOutput(Output):
+    """Columns: source position, key, event/version/event_id, and the value as JSON text.
+
+    Properties differ per event and version, so they stay JSON text in `value` rather than
+    columns; one file holds any mix of events. Needs the `event-capture[parquet]` extra.
+    """
+
+    COLUMNS = ("topic", "partition", "offset", "timestamp_ms", "key", "event", "version")
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._writer: Any = None
+        self.failed_reasons = []
+
+    async def open(self) -> None:
+        try:
+            self._pa: Any = importlib.import_module("pyarrow")
+            self._pq: Any = importlib.import_module("pyarrow.parquet")
+        except ImportError as exc:
+            raise BadInput(
+                "Parquet output needs pyarrow: pip install 'event-capture[parquet]'"
+            ) from exc
+        pa = self._pa
+        self._schema = pa.schema(
+            [
+                ("topic", pa.string()),
+                ("partition", pa.int32()),
+                ("offset", pa.int64()),
+                ("timestamp_ms", pa.int64()),
+                ("key", pa.string()),
+                ("event", pa.string()),
+                ("version", pa.int32()),
+                ("event_id", pa.string()),
+                ("value", pa.string()),
+            ]
+        )
+        try:
+            self._writer = self._pq.ParquetWriter(str(self._path), self._schema)
+        except OSError as exc:
+            raise BadInput(f"output {self._path} is not writable: {exc}") from exc
+
+    async def write(self, items: Sequence[OutItem]) -> int:
+        if not items:
+            return 0
+        rows: dict[str, list[Any]] = {name: [] for name in self._schema.names}
+        for item in items:
+            source, record = item.source, item.record
+            headers = dict(record.headers)
+            version = headers.get("version")
+            rows["topic"].append(source.topic)
+            rows["partition"].append(source.partition)
+            rows["offset"].append(source.offset)
+            rows["timestamp_ms"].append(source.timestamp_ms)
+            rows["key"].append(record.key.decode("utf-8", "replace") if record.key else None)
+            rows["event"].append(_text(headers.get("event")))
+            rows["version"].append(int(version) if version and version.isdigit() else None)
+            rows["event_id"].append(_text(headers.get("event_id")))
+            rows["value"].append(record.value.decode("utf-8", "replace"))
+        self._writer.write_table(self._pa.table(rows, schema=self._schema))
+        return len(items)
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("utf-8", "replace") if value is not None else None
+
+
+class TokenBucket:
+    """At most `rate_per_s` tokens a second, with a burst of one second's worth."""
+
+    def __init__(self, rate_per_s: float) -> None:
+        self.rate_per_s = rate_per_s
+        self._tokens = rate_per_s
+        self._at = time.monotonic()
+
+    @property
+    def burst(self) -> int:
+        return max(1, int(self.rate_per_s))
+
+    async def take(self, count: int) -> None:
+        while True:
+            now = time.monotonic()
+            self._tokens = min(self.rate_per_s, self._tokens + (now - self._at) * self.rate_per_s)
+            self._at = now
+            if self._tokens >= count:
+                self._tokens -= count
+                return
+            await asyncio.sleep((count - self._tokens) / self.rate_per_s)
+
+
+class TopicOutput(Output):
+    """Republish through a Sink, keeping key, headers and timestamp; `topic` overrides."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        topic: str | None,
+        rate_per_s: float | None,
+        timeout_s: float,
+    ) -> None:
+        self._sink = sink
+        self._topic = topic
+        self._bucket = TokenBucket(rate_per_s) if rate_per_s else None
+        self._timeout_s = timeout_s
+        self.failed_reasons = []
+
+    async def open(self) -> None:
+        await self._sink.start()
+
+    async def write(self, items: Sequence[OutItem]) -> int:
+        records = [
+            item.record
+            if self._topic is None
+            else msgspec.structs.replace(item.record, topic=self._topic)
+            for item in items
+        ]
+        step = self._bucket.burst if self._bucket is not None else max(1, len(records))
+        written = 0
+        for start in range(0, len(records), step):
+            chunk = records[start : start + step]
+            if self._bucket is not None:
+                await self._bucket.take(len(chunk))
+            written += await self._publish(chunk)
+        return written
+
+    async def _publish(self, records: list[Record]) -> int:
+        """Publish until each record is OK or FATAL; RETRIABLE ones retry up to the deadline."""
+        deadline = time.monotonic() + self._timeout_s
+        ok = 0
+        while True:
+            outcomes = await self._sink.publish(records, timeout_s=self._timeout_s)
+            retry = []
+            for record, outcome in zip(records, outcomes, strict=True):
+                if outcome is Outcome.OK:
+                    ok += 1
+                elif outcome is Outcome.FATAL:
+                    self.failed_reasons.append((record.topic, "refused by the sink"))
+                else:
+                    retry.append(record)
+            if not retry:
+                return ok
+            if time.monotonic() >= deadline:
+                raise Unavailable("broker unavailable", written=ok)
+            await asyncio.sleep(RETRY_PAUSE_S)
+            records = retry
+
+    async def close(self) -> None:
+        await self._sink.stop()

@@ -1,0 +1,265 @@
+"""Replay sources: read the records of some topics, from Kafka or from the file sink's log.
+
+Both snapshot where each partition ends when they open, so a replay always ends. The Kafka
+source never joins a consumer group and never commits: production consumers see nothing.
+Sources only select by offset and time; they never decode record values (select.py does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+
+from collector.replay.errors import BadInput, Unavailable
+from collector.sinks.file import LogLine, topic_path
+
+# Records handed over per batch; bounds memory and how often progress is redrawn.
+BATCH_RECORDS = 1_000
+# How long a getmany call waits for records before checking whether the replay stalled.
+POLL_MS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    headers: list[tuple[str, bytes]]
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """A record the source could not even parse (a broken log line)."""
+
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which records: timestamps in [since_ms, until_ms), offsets in [from_offset, to_offset)."""
+
+    since_ms: int | None = None
+    until_ms: int | None = None
+    from_offset: int | None = None
+    to_offset: int | None = None
+
+    def check(self) -> None:
+        since, until = self.since_ms, self.until_ms
+        if since is not None and until is not None and since >= until:
+            raise BadInput("empty range: --since must be before --until")
+        start, stop = self.from_offset, self.to_offset
+        if start is not None and stop is not None and start >= stop:
+            raise BadInput("empty range: --from-offset must be below --to-offset")
+
+    def keeps(self, offset: int, timestamp_ms: int) -> bool:
+        return (
+            (self.since_ms is None or timestamp_ms >= self.since_ms)
+            and (self.until_ms is None or timestamp_ms < self.until_ms)
+            and (self.from_offset is None or offset >= self.from_offset)
+            and (self.to_offset is None or offset < self.to_offset)
+        )
+
+
+Item = SourceRecord | Malformed
+
+
+class Source:
+    """Open (may raise BadInput/Unavailable), then iterate batches, then close."""
+
+    total: int | None = None  # records in range, when known up front (for the ETA)
+
+    async def open(self) -> None:
+        raise NotImplementedError
+
+    def batches(self) -> AsyncIterator[list[Item]]:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        return None
+
+
+class FileLogSource(Source):
+    """The file sink's `<data_dir>/<topic>.jsonl` logs: one partition (0) per topic."""
+
+    def __init__(self, data_dir: Path, topics: Sequence[str], selection: Selection) -> None:
+        self._paths = [(topic, topic_path(data_dir, topic)) for topic in topics]
+        self._selection = selection
+        self._ends_bytes: list[int] = []
+        self._decoder = msgspec.json.Decoder(LogLine)
+
+    async def open(self) -> None:
+        for topic, path in self._paths:
+            if not path.is_file():
+                raise BadInput(f"unknown topic `{topic}`: no log at {path.name}")
+            # the size now is where this replay ends, even if the collector keeps appending
+            self._ends_bytes.append(path.stat().st_size)
+
+    async def batches(self) -> AsyncIterator[list[Item]]:
+        for (topic, path), end_bytes in zip(self._paths, self._ends_bytes, strict=True):
+            with path.open("rb") as log:  # read in a thread below
+                offset = 0
+                while True:
+                    lines = await asyncio.to_thread(_read_lines, log, end_bytes)
+                    if not lines:
+                        break
+                    batch: list[Item] = []
+                    for line in lines:
+                        item = self._parse(topic, offset, line)
+                        offset += 1
+                        if isinstance(item, Malformed) or self._selection.keeps(
+                            item.offset, item.timestamp_ms
+                        ):
+                            batch.append(item)
+                    yield batch
+
+    def _parse(self, topic: str, offset: int, line: bytes) -> Item:
+        try:
+            entry = self._decoder.decode(line)
+        except msgspec.DecodeError as exc:
+            return Malformed(topic, 0, offset, f"not a log line: {exc}")
+        return SourceRecord(
+            topic=topic,
+            partition=0,
+            offset=entry.offset,
+            timestamp_ms=entry.timestamp_ms,
+            key=entry.key.encode() if entry.key is not None else None,
+            headers=[(k, v.encode()) for k, v in entry.headers],
+            value=bytes(entry.value),
+        )
+
+
+def _read_lines(log: IO[bytes], end_bytes: int) -> list[bytes]:
+    """Up to BATCH_RECORDS whole lines before `end_bytes` (a torn last line is left out)."""
+    lines: list[bytes] = []
+    while len(lines) < BATCH_RECORDS and log.tell() < end_bytes:
+        line = log.readline(end_bytes - log.tell())
+        if not line.endswith(b"\n"):
+            break
+        lines.append(line)
+    return lines
+
+
+class KafkaSource(Source):
+    """Manually assigned partitions of a consumer without a group; offsets from the broker."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topics: Sequence[str],
+        selection: Selection,
+        *,
+        request_timeout_ms: int = 10_000,
+    ) -> None:
+        self._topics = list(topics)
+        self._selection = selection
+        self._stall_s = request_timeout_ms / 1000
+        self._options: dict[str, Any] = {
+            "bootstrap_servers": bootstrap_servers,
+            "client_id": "event-capture-replay",
+            "group_id": None,  # no group: no rebalance, no offsets stored, nobody disturbed
+            "enable_auto_commit": False,
+            "request_timeout_ms": request_timeout_ms,
+            "auto_offset_reset": "earliest",
+        }
+        self._consumer: Any = None
+        self._stops: dict[Any, int] = {}
+
+    async def open(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka.errors import KafkaError
+
+        consumer = AIOKafkaConsumer(**self._options)
+        self._consumer = consumer
+        try:
+            async with asyncio.timeout(self._stall_s):
+                await consumer.start()
+                # the consumer knows partitions only of topics in its metadata; reading all
+                # topics' metadata (unlike asking for one) never auto-creates a topic
+                cluster = await consumer._client.fetch_all_metadata()
+            partitions = []
+            for topic in self._topics:
+                ids = cluster.partitions_for_topic(topic)
+                if not ids:
+                    raise BadInput(f"unknown topic `{topic}`")
+                partitions += [TopicPartition(topic, p) for p in sorted(ids)]
+            consumer.assign(partitions)
+            await self._place(consumer, partitions)
+        except (KafkaError, TimeoutError) as exc:
+            raise Unavailable(f"broker unavailable: {exc!r}") from exc
+
+    async def _place(self, consumer: Any, partitions: list[Any]) -> None:
+        """Seek each partition to the range's start; remember its end (the snapshot)."""
+        select = self._selection
+        starts = await consumer.beginning_offsets(partitions)
+        stops = await consumer.end_offsets(partitions)
+        if select.since_ms is not None:
+            found = await consumer.offsets_for_times(dict.fromkeys(partitions, select.since_ms))
+            starts = {tp: found[tp].offset if found[tp] else stops[tp] for tp in partitions}
+        if select.until_ms is not None:
+            # assumes timestamps grow along a partition (the collector stamps receive time);
+            # records are also filtered by timestamp, so the window itself stays exact
+            found = await consumer.offsets_for_times(dict.fromkeys(partitions, select.until_ms))
+            stops = {tp: found[tp].offset if found[tp] else stops[tp] for tp in partitions}
+        for tp in partitions:
+            start = max(starts[tp], select.from_offset or 0)
+            stop = stops[tp] if select.to_offset is None else min(stops[tp], select.to_offset)
+            if start < stop:
+                consumer.seek(tp, start)
+                self._stops[tp] = stop
+        consumer.pause(*[tp for tp in partitions if tp not in self._stops])
+        self.total = sum(stop - starts[tp] for tp, stop in self._stops.items())
+
+    async def batches(self) -> AsyncIterator[list[Item]]:
+        consumer = self._consumer
+        pending = dict(self._stops)
+        last_progress = time.monotonic()
+        while pending:
+            fetched = await consumer.getmany(
+                *pending, timeout_ms=POLL_MS, max_records=BATCH_RECORDS
+            )
+            batch: list[Item] = []
+            for tp, records in fetched.items():
+                stop = pending.get(tp)
+                for record in records:
+                    if stop is None or record.offset >= stop:
+                        break
+                    if self._selection.keeps(record.offset, record.timestamp):
+                        batch.append(_from_kafka(record))
+            for tp in list(pending):
+                # position, not the last record: transaction markers also take offsets
+                if await consumer.position(tp) >= pending[tp]:
+                    del pending[tp]
+                    consumer.pause(tp)
+            if fetched:
+                last_progress = time.monotonic()
+            elif time.monotonic() - last_progress > self._stall_s:
+                raise Unavailable("broker unavailable (no records within the request timeout)")
+            yield batch
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+def _from_kafka(record: Any) -> SourceRecord:
+    return SourceRecord(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        timestamp_ms=record.timestamp,
+        key=record.key,
+        headers=list(record.headers),
+        value=record.value if record.value is not None else b"",
+    )

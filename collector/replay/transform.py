@@ -1,0 +1,129 @@
+"""Replay's per-event transforms: dedup by event_id, upgrade to the newest version, and
+re-validation of dead letters under the current plan (recovery).
+
+Recovery reuses the collector's own stages (validate_event, enrich, route): a recovered event
+is exactly what the collector would have written had the fixed schema been live. No I/O here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from collector.enrichment import enrich
+from collector.model import DeadLetter
+from collector.routing import RouteTable, route
+from collector.sinks.base import Record
+from collector.validation import InvalidEvent, validate_event
+from event_schemas import SchemaRegistry
+from event_schemas.errors import split_validation_error
+
+UPGRADED_FROM_HEADER = "upgraded_from"
+_encoder = msgspec.json.Encoder()
+_dead_letter_decoder = msgspec.json.Decoder(DeadLetter)
+
+
+class Deduper:
+    """Keeps the first record of each event_id; the set grows with the distinct ids seen."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def is_duplicate(self, event_id: object) -> bool:
+        if not isinstance(event_id, str):
+            return False  # nothing to dedup on
+        if event_id in self._seen:
+            return True
+        self._seen.add(event_id)
+        return False
+
+
+class UpgradeFailed(Exception):
+    """The event cannot become the newest version; the message says why."""
+
+
+class Upgrader:
+    """vN -> newest: fill each later version's added optional properties from `default`."""
+
+    def __init__(self, schemas: SchemaRegistry) -> None:
+        self._schemas = schemas
+        # event -> version -> defaults (property -> value) that version adds over the previous
+        self._added: dict[str, dict[int, dict[str, Any]]] = {}
+        for schema in schemas:
+            earlier = schemas.get(schema.event, schema.version - 1)
+            before = set(earlier.document.get("properties", {})) if earlier else set()
+            properties = schema.document.get("properties", {})
+            self._added.setdefault(schema.event, {})[schema.version] = {
+                name: node["default"]
+                for name, node in properties.items()
+                if name not in before and isinstance(node, dict) and "default" in node
+            }
+
+    def upgrade(self, doc: dict[str, Any]) -> tuple[dict[str, Any], int] | None:
+        """The upgraded event and its old version, or None when already the newest."""
+        event, version = doc.get("event"), doc.get("version")
+        if not isinstance(event, str) or not isinstance(version, int):
+            raise UpgradeFailed("not an event envelope")
+        versions = self._schemas.versions(event)
+        if not versions:
+            raise UpgradeFailed(f"unknown event `{event}`")
+        newest = versions[-1]
+        if version >= newest:
+            return None
+        properties = doc.get("properties")
+        if not isinstance(properties, dict):
+            raise UpgradeFailed("properties is not an object")
+        properties = dict(properties)
+        for step in range(version + 1, newest + 1):
+            for name, default in self._added[event].get(step, {}).items():
+                properties.setdefault(name, default)
+        schema = self._schemas.get(event, newest)
+        assert schema is not None
+        try:
+            schema.decode_properties(_encoder.encode(properties))
+        except msgspec.ValidationError as exc:
+            path, message = split_validation_error(exc, "$.properties")
+            raise UpgradeFailed(f"v{newest}: {message} at {path}") from exc
+        return {**doc, "version": newest, "properties": properties}, version
+
+
+def upgraded_record(record: Record, doc: dict[str, Any], old_version: int) -> Record:
+    headers = [(k, v) for k, v in record.headers if k not in ("version", UPGRADED_FROM_HEADER)]
+    headers += [
+        ("version", str(doc["version"]).encode()),
+        (UPGRADED_FROM_HEADER, str(old_version).encode()),
+    ]
+    return msgspec.structs.replace(record, value=_encoder.encode(doc), headers=headers)
+
+
+@dataclass(frozen=True, slots=True)
+class StillInvalid:
+    event_id: str | None
+    reason: str
+
+
+def decode_dead_letter(value: bytes) -> DeadLetter:
+    """Raises msgspec.DecodeError (incl. ValidationError) for a value that is no dead letter."""
+    return _dead_letter_decoder.decode(value)
+
+
+def recover(
+    letter: DeadLetter,
+    schemas: SchemaRegistry,
+    table: RouteTable,
+    *,
+    pii_hash_key: bytes | None = None,
+) -> list[Record] | StillInvalid:
+    """The records the collector would write for this event now, or why it is still invalid."""
+    verdict = validate_event(letter.index, letter.event, schemas)
+    if isinstance(verdict, InvalidEvent):
+        return StillInvalid(verdict.event_id, verdict.reason)
+    event, schema, properties = verdict
+    annotated = [(0, schema, properties)] if schema.metadata.needs_properties else []
+    # the receive time is the original one, kept in the dead letter
+    received_at: dt.datetime = letter.received_at
+    enrich([event], received_at=received_at, annotated=annotated, pii_hash_key=pii_hash_key)
+    return route([event], [], table=table, received_at=received_at, annotated=annotated)
