@@ -11,6 +11,13 @@ thread only (use the thread-based `Client` from other threads). If that loop is 
 client is used from a new one (`asyncio.run()` twice), the sender restarts on the new loop with
 whatever was still queued.
 
+Disk spool (`spool_dir=`): the same segment files and guarantee as `Client`. `track()` does
+the spool's plain `write()` inline (a few microseconds); the per-batch `fsync` and the final
+one at shutdown run in a worker thread (`asyncio.to_thread`), never on the loop.
+
+After `os.fork()`, the child's copy starts empty: no queued events, no sender, no session
+and no spool (those stay the parent's); it sends what the child tracks on the child's loop.
+
 Stopping it: there is no atexit hook (at interpreter exit the loop is gone); `await
 client.shutdown()` from your app's shutdown (FastAPI lifespan, aiohttp `on_cleanup`) or use
 `async with AsyncClient(...) as client:`.
@@ -28,28 +35,31 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import datetime as dt
 import gzip
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+import os
+from collections.abc import Mapping
 
 import msgspec
 
 from capture_sdk._async_transport import AiohttpTransport, AsyncTransport
+from capture_sdk._base import ClientBase, OnError
 from capture_sdk._delivery import (
+    DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_MAX_EVENT_BYTES,
     GZIP_LEVEL,
-    Counters,
-    Outcomes,
+    SizeLimits,
     batch_body,
     check_positive,
-    describe,
     encode_batch,
-    queue_event,
     request_headers,
+    settled_events,
 )
-from capture_sdk._errors import ConfigurationError, InvalidEventError, TransportError
-from capture_sdk._events import ClientStats, DroppedEvent, QueuedEvent
+from capture_sdk._errors import ConfigurationError, TransportError
+from capture_sdk._events import ClientStats, QueuedEvent
+from capture_sdk._forks import reset_after_fork
+from capture_sdk._intake import open_spool
+from capture_sdk._outcomes import Counters, describe
 from capture_sdk._retry import RetryPolicy, is_retriable_status, parse_retry_after
 from capture_sdk._validation import LocalValidator, ValidationMode
 from event_schemas import SchemaRegistry
@@ -59,15 +69,15 @@ log = logging.getLogger("capture_sdk")
 # Bodies up to this size are gzipped on the loop (level 1: well under a millisecond).
 INLINE_GZIP_MAX_BYTES = 256 * 1024
 
-OnError = Callable[[Sequence[DroppedEvent]], None]
 
-
-class AsyncClient:
+class AsyncClient(ClientBase):
     """Batches events in an asyncio task and POSTs them to the collector.
 
     >>> async with AsyncClient("http://127.0.0.1:8080") as client:
     ...     client.track("page_viewed", {"path": "/"}, anonymous_id="a-1")  # no await
     """
+
+    _transport: AsyncTransport
 
     def __init__(
         self,
@@ -75,7 +85,10 @@ class AsyncClient:
         *,
         write_key: str | None = None,
         transport: AsyncTransport | None = None,
+        # smaller than Client's 500: each batch is encoded on the loop, between two yields
         batch_size: int = 100,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         flush_interval_s: float = 1.0,
         max_queue_size: int = 10_000,
         gzip: bool = True,
@@ -84,13 +97,28 @@ class AsyncClient:
         on_error: OnError | None = None,
         validation: ValidationMode = "off",
         schemas: SchemaRegistry | None = None,
+        spool_dir: str | os.PathLike[str] | None = None,
+        spool_max_bytes: int = 64 * 1024 * 1024,
+        sample_rates: Mapping[str, float] | None = None,
+        disabled: bool = False,
     ) -> None:
+        self._disabled = disabled
+        self._counters = Counters()
+        if disabled:
+            # the global off switch: no task, no session, no spool; track() returns ""
+            self._closed = self._shut_down = True
+            self._enqueued = 0
+            self._items: collections.deque[QueuedEvent] = collections.deque()
+            return
         if transport is None:
             if endpoint is None:
                 raise ConfigurationError("AsyncClient needs an endpoint URL (or a transport)")
             transport = AiohttpTransport(endpoint, timeout_s=request_timeout_s)
         check_positive(
-            batch_size=batch_size, max_queue_size=max_queue_size, flush_interval_s=flush_interval_s
+            batch_size=batch_size,
+            max_queue_size=max_queue_size,
+            flush_interval_s=flush_interval_s,
+            spool_max_bytes=spool_max_bytes,
         )
         self._transport = transport
         self._batch_size = batch_size
@@ -102,9 +130,17 @@ class AsyncClient:
         self._headers = request_headers(write_key, use_gzip=gzip)
         self._encoder = msgspec.json.Encoder()
         self._validator = LocalValidator(validation, schemas)
-        self._counters = Counters()
-        self._outcomes = Outcomes(self._counters, self._report)
-        self._items: collections.deque[QueuedEvent] = collections.deque()
+        self._limits = SizeLimits(max_batch_bytes, max_event_bytes)
+        self._sample_rates = sample_rates
+        self._spool, replay, corrupt = open_spool(spool_dir, spool_max_bytes)
+        self._reset()
+        self._requeue_spooled(replay, corrupt)
+        reset_after_fork(self)
+
+    def _reset(self) -> None:
+        """Fresh queue, counters and sender state: at construction, and in a forked child."""
+        self._fresh_accounting()
+        self._items = collections.deque()
         self._enqueued = 0
         self._unfinished = 0  # queued plus taken by the sender but not yet finished
         self._flush_requests = 0
@@ -115,51 +151,36 @@ class AsyncClient:
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
+    def _after_fork_in_child(self) -> None:
+        # The queued events, the sender task, the HTTP session and the spool files are the
+        # parent's: sending or writing them here too would duplicate them. Start empty.
+        if self._shut_down:
+            return
+        self._let_go_after_fork()
+        self._reset()
+
     # --- the application's side -----------------------------------------------------------
 
-    def track(
-        self,
-        event: str | msgspec.Struct,
-        properties: Mapping[str, Any] | msgspec.Struct | None = None,
-        *,
-        version: int | None = None,
-        user_id: str | None = None,
-        anonymous_id: str | None = None,
-        occurred_at: dt.datetime | None = None,
-        context: Mapping[str, Any] | None = None,
-    ) -> str:
-        """Queue one event and return its event_id. Never awaits, never blocks.
+    def _is_closed(self) -> bool:
+        return self._closed
 
-        `event` is the event name, with `properties` and `version` (default 1), or a typed
-        event such as `event_schemas.typed.TrackPlayedV2(...)`, which carries its name,
-        version and properties (passing `properties=` too, or another version, is an
-        InvalidEventError).
+    def _requeue(self, events: list[QueuedEvent]) -> None:
+        self._items.extend(events)
+        self._unfinished += len(events)
 
-        Called from inside a running loop, it starts the sender task on that loop if needed.
-        """
-        queued = queue_event(
-            event,
-            properties,
-            version=version,
-            user_id=user_id,
-            anonymous_id=anonymous_id,
-            occurred_at=occurred_at,
-            context=context,
-        )
-        if self._validator.strict:
-            problem = self._validator.problem(queued)
-            if problem is not None:
-                raise InvalidEventError(problem)
+    def _queued(self) -> None:
+        # from inside a running loop, the first track() starts the sender task on it
+        self._ensure_sender()
+
+    def _enqueue(self, queued: QueuedEvent) -> bool:
         if self._closed or len(self._items) >= self._max_queue_size:
-            self._outcomes.refused(queued, closed=self._closed)
-            return queued.event_id
+            return False
         self._items.append(queued)
         self._enqueued += 1
         self._unfinished += 1
         if len(self._items) in (1, self._batch_size):
             self._wake.set()  # the first event starts the interval; a full batch goes now
-        self._ensure_sender()
-        return queued.event_id
+        return True
 
     async def start(self) -> None:
         """Start the sender on the running loop (optional: any use from a loop starts it)."""
@@ -168,6 +189,8 @@ class AsyncClient:
     async def flush(self, timeout_s: float = 10.0) -> bool:
         """Send everything queued so far; True if all of it was delivered or dropped in time."""
         self._ensure_sender()
+        if self._disabled:
+            return True
         self._flush_requests += 1
         self._wake.set()
         try:
@@ -203,6 +226,9 @@ class AsyncClient:
             await asyncio.wait_for(self._transport.close(), max(0.05, deadline - loop.time()))
         except Exception:  # closing is best effort (and bounded); it never fails shutdown
             log.warning("capture_sdk transport did not close cleanly", exc_info=True)
+        if self._spool is not None:
+            # its last fsync, off the loop; unsettled records stay for the next start
+            await asyncio.to_thread(self._spool.close)
         self._shut_down = True
         return flushed
 
@@ -223,7 +249,7 @@ class AsyncClient:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # no loop yet: the next call from inside a loop starts the sender
-        if self._loop is loop or self._shut_down:
+        if self._shut_down or self._loop is loop:
             return
         if self._loop is not None and not self._loop.is_closed():
             # The sender lives on another loop that is still open (another thread): leave it.
@@ -264,14 +290,6 @@ class AsyncClient:
                 if not waiter.done():
                     waiter.set_result(None)
 
-    def _report(self, dropped: Sequence[DroppedEvent]) -> None:
-        if self._on_error is None:
-            return
-        try:
-            self._on_error(dropped)
-        except Exception:  # a broken callback must not break delivery
-            log.exception("capture_sdk on_error callback raised")
-
     # --- the sender task --------------------------------------------------------------------
 
     async def _run(self) -> None:
@@ -280,7 +298,12 @@ class AsyncClient:
             if not batch:
                 return
             try:
-                await self._deliver(batch)
+                if self._spool is not None and self._spool.needs_sync:
+                    # group commit: one fsync, off the loop, covers what track() wrote so far
+                    await asyncio.to_thread(self._spool.sync)
+                unsettled = await self._deliver(batch)
+                if self._spool is not None:
+                    self._spool.settle(settled_events(batch, unsettled))
             except Exception as exc:  # the sender must outlive any bug in one batch
                 log.exception("capture_sdk sender failed on a batch")
                 self._outcomes.drop(batch, "retries_exhausted", f"internal error: {exc!r}")
@@ -313,10 +336,17 @@ class AsyncClient:
         count = min(self._batch_size, len(self._items))
         return [self._items.popleft() for _ in range(count)]
 
-    async def _deliver(self, batch: list[QueuedEvent]) -> None:
-        events, payload = encode_batch(batch, self._encoder, self._outcomes, self._validator)
-        if not events:
-            return
+    async def _deliver(self, batch: list[QueuedEvent]) -> list[QueuedEvent]:
+        """Send one batch (one request per chunk); return the events not settled."""
+        unsettled: list[QueuedEvent] = []
+        chunks = encode_batch(batch, self._encoder, self._outcomes, self._validator, self._limits)
+        for events, payload in chunks:
+            if not await self._send(events, payload):
+                unsettled.extend(events)
+        return unsettled
+
+    async def _send(self, events: list[QueuedEvent], payload: bytes) -> bool:
+        """POST one chunk with retries; True when every event in it is settled."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         attempt = 0
@@ -331,17 +361,17 @@ class AsyncClient:
                 else:
                     if response.status == 200:
                         self._outcomes.delivered(events, response)
-                        return
+                        return True
                     if not is_retriable_status(response.status):
                         self._outcomes.drop(events, "collector_refused", describe(response))
-                        return
+                        return True
                     retry_after_s = parse_retry_after(response.headers.get("retry-after"))
                 delay_s = self._policy.delay_s(attempt, retry_after_s)
                 if loop.time() - started + delay_s > self._policy.max_retry_time_s:
                     self._outcomes.drop(
                         events, "retries_exhausted", f"not delivered after {attempt} attempts"
                     )
-                    return
+                    return False
                 self._counters.add("retried")
                 await asyncio.sleep(delay_s)
         except asyncio.CancelledError:

@@ -30,6 +30,9 @@ class AsyncTransport(abc.ABC):
     async def close(self) -> None:  # noqa: B027  # optional hook
         """Release connections."""
 
+    def after_fork(self) -> None:  # noqa: B027  # optional hook
+        """In a forked child: forget connections inherited from the parent (do not close)."""
+
 
 class AiohttpTransport(AsyncTransport):
     """POSTs to `<endpoint>/v1/batch` through one aiohttp ClientSession (kept-alive pool).
@@ -78,6 +81,11 @@ class AiohttpTransport(AsyncTransport):
                 )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TransportError(f"POST {self.url} failed: {exc!r}") from exc
+
+    def after_fork(self) -> None:
+        # the session's sockets and loop are the parent's; a new one is made on first use
+        self._session = None
+        self._loop = None
 
     async def close(self) -> None:
         session, self._session = self._session, None

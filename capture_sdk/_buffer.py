@@ -36,6 +36,14 @@ class EventBuffer(Generic[T]):
                 self._cond.notify_all()  # wake the worker early: a batch is full
             return True
 
+    def extend(self, items: list[T]) -> None:
+        """Queue items past `max_size`: events replayed from the disk spool at start were
+        accepted by an earlier process, and refusing them here would lose them."""
+        with self._cond:
+            self._items.extend(items)
+            self._unfinished += len(items)
+            self._cond.notify_all()
+
     def take(self, interval_s: float) -> list[T]:
         """Wait for a batch; returns [] only when closed and empty."""
         deadline = time.monotonic() + interval_s

@@ -7,25 +7,24 @@ enqueue runs on the worker thread and is reported through counters, logs and `on
 from __future__ import annotations
 
 import atexit
-import datetime as dt
 import logging
 import os
-import weakref
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
 
-import msgspec
-
+from capture_sdk._base import ClientBase, OnError
 from capture_sdk._buffer import EventBuffer
 from capture_sdk._delivery import (
-    Counters,
-    Outcomes,
+    DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_MAX_EVENT_BYTES,
+    SizeLimits,
     check_positive,
-    queue_event,
     request_headers,
 )
-from capture_sdk._errors import ConfigurationError, InvalidEventError
-from capture_sdk._events import ClientStats, DroppedEvent, QueuedEvent
+from capture_sdk._errors import ConfigurationError
+from capture_sdk._events import ClientStats, QueuedEvent
+from capture_sdk._forks import reset_after_fork
+from capture_sdk._intake import open_spool
+from capture_sdk._outcomes import Counters
 from capture_sdk._retry import RetryPolicy
 from capture_sdk._transport import HttpTransport, Transport
 from capture_sdk._validation import LocalValidator, ValidationMode
@@ -34,19 +33,8 @@ from event_schemas import SchemaRegistry
 
 log = logging.getLogger("capture_sdk")
 
-# Clients to re-initialise in a forked child (gunicorn, Celery and multiprocessing fork).
-_live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
 
-
-def _reinit_clients_after_fork() -> None:
-    for client in list(_live_clients):
-        client._after_fork_in_child()
-
-
-os.register_at_fork(after_in_child=_reinit_clients_after_fork)
-
-
-class Client:
+class Client(ClientBase):
     """Batches events in the background and POSTs them to the collector.
 
     >>> client = Client("http://127.0.0.1:8080")
@@ -54,23 +42,37 @@ class Client:
     ...              version=1, user_id="u-42")
     """
 
+    _transport: Transport
+
     def __init__(
         self,
         endpoint: str | None = None,
         *,
         write_key: str | None = None,
         transport: Transport | None = None,
-        batch_size: int = 100,
+        batch_size: int = 500,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         flush_interval_s: float = 1.0,
         max_queue_size: int = 10_000,
         gzip: bool = True,
         request_timeout_s: float = 10.0,
         retry: RetryPolicy | None = None,
-        on_error: Callable[[Sequence[DroppedEvent]], None] | None = None,
+        on_error: OnError | None = None,
         exit_timeout_s: float = 5.0,
         validation: ValidationMode = "off",
         schemas: SchemaRegistry | None = None,
+        spool_dir: str | os.PathLike[str] | None = None,
+        spool_max_bytes: int = 64 * 1024 * 1024,
+        sample_rates: Mapping[str, float] | None = None,
+        disabled: bool = False,
     ) -> None:
+        self._disabled = disabled
+        if disabled:
+            # the global off switch: no thread, no spool, no connection; track() returns ""
+            self._closed = True
+            self._counters = Counters()
+            return
         if transport is None:
             if endpoint is None:
                 raise ConfigurationError("Client needs an endpoint URL (or a transport)")
@@ -80,8 +82,11 @@ class Client:
             max_queue_size=max_queue_size,
             flush_interval_s=flush_interval_s,
             exit_timeout_s=exit_timeout_s,
+            spool_max_bytes=spool_max_bytes,
         )
         self._validator = LocalValidator(validation, schemas)
+        self._limits = SizeLimits(max_batch_bytes, max_event_bytes)
+        self._sample_rates = sample_rates
         self._on_error = on_error
         self._exit_timeout_s = exit_timeout_s
         self._transport = transport
@@ -91,14 +96,15 @@ class Client:
         self._flush_interval_s = flush_interval_s
         self._gzip = gzip
         self._closed = False
+        self._spool, replay, corrupt = open_spool(spool_dir, spool_max_bytes)
         self._start()
+        self._requeue_spooled(replay, corrupt)
         atexit.register(self._at_exit)
-        _live_clients.add(self)
+        reset_after_fork(self)
 
     def _start(self) -> None:
         """Fresh queue, counters and worker thread: at construction, and in a forked child."""
-        self._counters = Counters()
-        self._outcomes = Outcomes(self._counters, self._report)
+        self._fresh_accounting()
         self._buffer: EventBuffer[QueuedEvent] = EventBuffer(*self._queue_sizes)
         self._worker = Worker(
             buffer=self._buffer,
@@ -109,6 +115,8 @@ class Client:
             headers=self._headers,
             flush_interval_s=self._flush_interval_s,
             use_gzip=self._gzip,
+            limits=self._limits,
+            spool=self._spool,
         )
         self._worker.start()
 
@@ -118,47 +126,21 @@ class Client:
         # the parent's connection must not be shared: start over with nothing inherited.
         if self._closed:
             return
-        self._transport.after_fork()
+        self._let_go_after_fork()
         self._start()
 
-    def track(
-        self,
-        event: str | msgspec.Struct,
-        properties: Mapping[str, Any] | msgspec.Struct | None = None,
-        *,
-        version: int | None = None,
-        user_id: str | None = None,
-        anonymous_id: str | None = None,
-        occurred_at: dt.datetime | None = None,
-        context: Mapping[str, Any] | None = None,
-    ) -> str:
-        """Queue one event and return its event_id (kept across retries, for dedup).
+    def _enqueue(self, queued: QueuedEvent) -> bool:
+        return self._buffer.put(queued)
 
-        `event` is the event name, with `properties` and `version` (default 1), or a typed
-        event such as `event_schemas.typed.TrackPlayedV2(...)`, which carries its name,
-        version and properties (passing `properties=` too, or another version, is an
-        InvalidEventError).
-        """
-        queued = queue_event(
-            event,
-            properties,
-            version=version,
-            user_id=user_id,
-            anonymous_id=anonymous_id,
-            occurred_at=occurred_at,
-            context=context,
-        )
-        if self._validator.strict:
-            problem = self._validator.problem(queued)
-            if problem is not None:
-                raise InvalidEventError(problem)
-        if not self._buffer.put(queued):
-            self._outcomes.refused(queued, closed=self._buffer.closed)
-        return queued.event_id
+    def _is_closed(self) -> bool:
+        return self._buffer.closed
+
+    def _requeue(self, events: list[QueuedEvent]) -> None:
+        self._buffer.extend(events)
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Send everything queued so far; True if all of it was delivered or dropped in time."""
-        return self._buffer.wait_done(timeout_s)
+        return self._disabled or self._buffer.wait_done(timeout_s)
 
     def shutdown(self, timeout_s: float = 10.0) -> bool:
         """Flush within `timeout_s`, then stop the worker; later `track()` calls are dropped."""
@@ -172,21 +154,17 @@ class Client:
             self._worker.abort()
         self._worker.join(timeout_s * 0.1 if flushed else max(timeout_s * 0.1, 0.5))
         self._transport.close()
+        if self._spool is not None:
+            self._spool.close()
         return flushed
 
     def stats(self) -> ClientStats:
+        if self._disabled:
+            return self._counters.snapshot(0, 0)  # all zero: a disabled client counts nothing
         return self._counters.snapshot(self._buffer.enqueued, self._buffer.depth)
 
     def _at_exit(self) -> None:
         self.shutdown(self._exit_timeout_s)
-
-    def _report(self, dropped: Sequence[DroppedEvent]) -> None:
-        if self._on_error is None:
-            return
-        try:
-            self._on_error(dropped)
-        except Exception:  # a broken callback must not break delivery
-            log.exception("capture_sdk on_error callback raised")
 
     def __enter__(self) -> Client:
         return self

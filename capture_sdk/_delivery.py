@@ -1,5 +1,5 @@
-"""What Client and AsyncClient share: the event track() queues, the wire body, and the
-accounting of every outcome (sent, rejected, dropped), counted and reported to on_error.
+"""What Client and AsyncClient share: the event track() queues and the wire body (encoding,
+size limits, chunking). The accounting of outcomes is `_outcomes`.
 
 No I/O and no threads here: the clients own sending and waiting.
 """
@@ -9,24 +9,18 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import platform
-import threading
+import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from capture_sdk._errors import ConfigurationError, InvalidEventError
-from capture_sdk._events import (
-    DROP_REASONS,
-    ClientStats,
-    DroppedEvent,
-    FieldError,
-    QueuedEvent,
-    WireEvent,
-)
+from capture_sdk._events import QueuedEvent, WireEvent
 from capture_sdk._ids import uuid7
-from capture_sdk._transport import Response
+from capture_sdk._outcomes import Outcomes
 from capture_sdk._validation import LocalValidator
 from capture_sdk._version import __version__
 
@@ -34,11 +28,29 @@ log = logging.getLogger("capture_sdk")
 
 LIBRARY = {"name": "capture-sdk-python", "version": __version__}
 RUNTIME = {"name": platform.python_implementation().lower(), "version": platform.python_version()}
+HOST = {"name": socket.gethostname()}
 
 # gzip level 6 costs several times level 1 for a few percent less on JSON batches.
 GZIP_LEVEL = 1
+# The collector's defaults: 1 MiB per request body, 32 KiB per event. A batch stays well under
+# the body cap (its `sent_at` wrapper adds under 100 bytes); a larger event would be refused.
+DEFAULT_MAX_BATCH_BYTES = 512 * 1024
+DEFAULT_MAX_EVENT_BYTES = 32 * 1024
 
-OnDrop = Callable[[Sequence[DroppedEvent]], None]
+
+@dataclass(frozen=True, slots=True)
+class SizeLimits:
+    """`max_batch_bytes` and `max_event_bytes`, checked once when a client is made."""
+
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+
+    def __post_init__(self) -> None:
+        # an event over max_batch_bytes (but within max_event_bytes) goes in a request alone
+        check_positive(max_batch_bytes=self.max_batch_bytes, max_event_bytes=self.max_event_bytes)
+
+    def too_large(self, size_bytes: int) -> str:
+        return f"event JSON is {size_bytes} bytes, over max_event_bytes={self.max_event_bytes}"
 
 
 def check_positive(**values: float) -> None:
@@ -123,19 +135,51 @@ def queue_event(
     )
 
 
+# The context of events whose caller gave none; shared, never mutated (only encoded).
+_DEFAULT_CONTEXT = {"library": LIBRARY, "runtime": RUNTIME, "host": HOST}
+# ...and its JSON, encoded once: most events carry it, and re-encoding three nested dicts per
+# event was a tenth of the sender's time.
+_DEFAULT_CONTEXT_RAW = msgspec.Raw(msgspec.json.encode(_DEFAULT_CONTEXT))
+# One-entry caches (unix second, its ISO text) and (unix ms, full text): events come in
+# bursts, hundreds per millisecond, and formatting a time costs more than the rest of
+# wire_event. A tuple is swapped atomically (threads).
+_second_text: tuple[int, str] = (-1, "")
+_ms_text: tuple[int, str] = (-1, "")
+
+
+def iso_utc_ms(unix_ns: int) -> str:
+    """`2026-11-26T12:00:00.123+00:00`, as datetime.isoformat(timespec="milliseconds")."""
+    global _second_text, _ms_text
+    unix_ms = unix_ns // 1_000_000
+    cached_ms, cached = _ms_text
+    if unix_ms == cached_ms:
+        return cached
+    second, text = _second_text
+    unix_s = unix_ms // 1000
+    if unix_s != second:
+        text = dt.datetime.fromtimestamp(unix_s, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second_text = (unix_s, text)
+    full = f"{text}.{unix_ms % 1000:03d}+00:00"
+    _ms_text = (unix_ms, full)
+    return full
+
+
 def wire_event(queued: QueuedEvent) -> WireEvent:
     """Turn what track() queued into the wire format: ISO time, library context added."""
     occurred = queued.occurred
-    if isinstance(occurred, int):
-        occurred = dt.datetime.fromtimestamp(occurred / 1e9, dt.UTC)
-    context = {"library": LIBRARY, "runtime": RUNTIME}
+    occurred_at = (
+        iso_utc_ms(occurred)
+        if isinstance(occurred, int)
+        else occurred.isoformat(timespec="milliseconds")
+    )
+    context: Any = _DEFAULT_CONTEXT_RAW
     if queued.context:
-        context.update(queued.context)
+        context = {**_DEFAULT_CONTEXT, **queued.context}
     return WireEvent(
         event=queued.event,
         version=queued.version,
         event_id=queued.event_id,
-        occurred_at=occurred.isoformat(timespec="milliseconds"),
+        occurred_at=occurred_at,
         properties=queued.properties,
         user_id=queued.user_id,
         anonymous_id=queued.anonymous_id,
@@ -143,161 +187,66 @@ def wire_event(queued: QueuedEvent) -> WireEvent:
     )
 
 
+Chunk = tuple[list[QueuedEvent], bytes]  # events, and their JSON joined by commas
+
+
 def encode_batch(
     batch: list[QueuedEvent],
     encoder: msgspec.json.Encoder,
     outcomes: Outcomes,
     validator: LocalValidator,
-) -> tuple[list[QueuedEvent], bytes]:
-    """The events to send and their JSON joined by commas; the others are dropped, counted."""
+    limits: SizeLimits,
+) -> list[Chunk]:
+    """The events to send, cut into request-sized chunks; the others are dropped, counted.
+
+    A chunk closes early when its JSON would pass `limits.max_batch_bytes`; an event whose
+    JSON is over `limits.max_event_bytes` is dropped as `too_large` (the collector would
+    refuse it, and with it the whole request).
+    """
+    chunks: list[Chunk] = []
     events: list[QueuedEvent] = []
     encoded: list[bytes] = []
+    size_bytes = 0
+    drops: dict[str, tuple[list[QueuedEvent], str]] = {}
     for event in batch:
-        if validator.drops:
+        if validator.drops and event.properties is not None:  # replayed events have none
             problem = validator.problem(event)
             if problem is not None:
-                outcomes.drop([event], "invalid", problem)
+                drops.setdefault("invalid", ([], problem))[0].append(event)
                 continue
-        try:
-            encoded.append(encoder.encode(wire_event(event)))
-            events.append(event)
-        except (TypeError, ValueError, msgspec.EncodeError) as exc:
-            outcomes.drop([event], "unserializable", f"cannot encode as JSON: {exc}")
-    return events, b",".join(encoded)
+        payload = event.encoded  # spooled: encoded (and written to disk) by track()
+        if payload is None:
+            try:
+                payload = encoder.encode(wire_event(event))
+            except (TypeError, ValueError, msgspec.EncodeError) as exc:
+                detail = f"cannot encode as JSON: {exc}"
+                drops.setdefault("unserializable", ([], detail))[0].append(event)
+                continue
+        if len(payload) > limits.max_event_bytes:
+            drops.setdefault("too_large", ([], limits.too_large(len(payload))))[0].append(event)
+            continue
+        if events and size_bytes + len(payload) > limits.max_batch_bytes:
+            chunks.append((events, b",".join(encoded)))
+            events, encoded, size_bytes = [], [], 0
+        events.append(event)
+        encoded.append(payload)
+        size_bytes += len(payload) + 1  # and its comma
+    if events:
+        chunks.append((events, b",".join(encoded)))
+    for reason, (dropped, detail) in drops.items():
+        outcomes.drop(dropped, reason, detail)  # one log line per reason and batch
+    return chunks
+
+
+def settled_events(batch: list[QueuedEvent], unsettled: list[QueuedEvent]) -> list[QueuedEvent]:
+    """The events of `batch` that are not in `unsettled` (by identity)."""
+    if not unsettled:
+        return batch
+    left = {id(e) for e in unsettled}
+    return [e for e in batch if id(e) not in left]
 
 
 def batch_body(payload: bytes) -> bytes:
     """`{"sent_at": now, "batch": [payload]}`; payload is the events' JSON joined by commas."""
-    sent_at = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-    return b'{"sent_at":"' + sent_at.encode() + b'","batch":[' + payload + b"]}"
-
-
-class _Rejection(msgspec.Struct):
-    index: int
-    reason: str = "rejected"
-    errors: list[FieldError] = []
-
-
-class _BatchResult(msgspec.Struct):
-    accepted: int = 0
-    rejected: list[_Rejection] = []
-
-
-class _ErrorBody(msgspec.Struct):
-    error: str = "unknown"
-    detail: str = ""
-
-
-_result_decoder = msgspec.json.Decoder(_BatchResult)
-_error_decoder = msgspec.json.Decoder(_ErrorBody)
-
-
-def describe(response: Response) -> str:
-    """An error answer as `HTTP <status> <error>: <detail>` (or just the status)."""
-    try:
-        error = _error_decoder.decode(response.body)
-    except msgspec.DecodeError:
-        return f"HTTP {response.status}"
-    return f"HTTP {response.status} {error.error}: {error.detail}"
-
-
-class Counters:
-    """Thread-safe delivery counters behind `stats()`."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.sent = 0
-        self.rejected = 0
-        self.retried = 0
-        self.dropped = dict.fromkeys(DROP_REASONS, 0)
-
-    def add(self, name: str, count: int = 1) -> None:
-        with self._lock:
-            setattr(self, name, getattr(self, name) + count)
-
-    def drop(self, reason: str, count: int = 1) -> None:
-        with self._lock:
-            self.dropped[reason] += count
-
-    def snapshot(self, enqueued: int, queue_depth: int) -> ClientStats:
-        with self._lock:
-            return ClientStats(
-                enqueued=enqueued,
-                sent=self.sent,
-                rejected=self.rejected,
-                retried=self.retried,
-                dropped=dict(self.dropped),
-                queue_depth=queue_depth,
-            )
-
-
-class Outcomes:
-    """Counts and reports what happened to events; every drop has a reason (retries are not)."""
-
-    def __init__(self, counters: Counters, report: OnDrop) -> None:
-        self.counters = counters
-        self._report = report
-
-    def delivered(self, events: list[QueuedEvent], response: Response) -> None:
-        """A 200: everything sent, except the events the collector rejected (not retried)."""
-        try:
-            result = _result_decoder.decode(response.body)
-        except msgspec.DecodeError:
-            # 200 means the collector acknowledged the batch; an odd body cannot undo that.
-            log.warning("collector answered 200 with an unreadable body; counting all as sent")
-            result = _BatchResult(accepted=len(events))
-        dropped = []
-        for rejection in result.rejected:
-            if 0 <= rejection.index < len(events):
-                event = events[rejection.index]
-                dropped.append(
-                    DroppedEvent(
-                        event_id=event.event_id,
-                        event=event.event,
-                        version=event.version,
-                        reason="rejected",
-                        detail=f"rejected by the collector: {rejection.reason}",
-                        errors=tuple(rejection.errors),
-                    )
-                )
-        self.counters.add("sent", len(events) - len(dropped))
-        if dropped:
-            self.counters.add("rejected", len(dropped))
-            self._emit(dropped, "rejected")
-
-    def drop(self, events: Sequence[QueuedEvent], reason: str, detail: str) -> None:
-        dropped = [
-            DroppedEvent(
-                event_id=e.event_id, event=e.event, version=e.version, reason=reason, detail=detail
-            )
-            for e in events
-        ]
-        if dropped:
-            self._emit(dropped, reason)
-
-    def refused(self, event: QueuedEvent, *, closed: bool) -> None:
-        """track() could not queue the event: the client is closed or its queue is full.
-
-        Counted and reported, not logged: a full queue would log once per event.
-        """
-        reason = "client_closed" if closed else "queue_full"
-        detail = "client is shut down" if closed else "queue is full"
-        self.counters.drop(reason)
-        self._report(
-            [
-                DroppedEvent(
-                    event_id=event.event_id,
-                    event=event.event,
-                    version=event.version,
-                    reason=reason,
-                    detail=detail,
-                )
-            ]
-        )
-
-    def _emit(self, dropped: list[DroppedEvent], reason: str) -> None:
-        self.counters.drop(reason, len(dropped))
-        log.warning(
-            "capture_sdk dropped %d event(s): %s (%s)", len(dropped), reason, dropped[0].detail
-        )
-        self._report(dropped)
+    sent_at = iso_utc_ms(time.time_ns()).encode()
+    return b"".join((b'{"sent_at":"', sent_at, b'","batch":[', payload, b"]}"))  # one copy

@@ -18,6 +18,9 @@ DropReason = Literal[
     "collector_refused",  # the collector refused the batch as a whole (4xx other than 408/429)
     "retries_exhausted",  # no success within max_retry_time_s
     "shutdown",  # still undelivered when shutdown's deadline passed
+    "spool_full",  # the disk spool was at spool_max_bytes (drop-new policy)
+    "spool_corrupt",  # a torn or corrupt spool record found at start (its event is unknown)
+    "too_large",  # its JSON is over max_event_bytes (the collector would refuse it)
 ]
 DROP_REASONS: tuple[str, ...] = DropReason.__args__  # type: ignore[attr-defined]
 
@@ -33,6 +36,10 @@ class QueuedEvent(msgspec.Struct, frozen=True, gc=False):
     user_id: str | None
     anonymous_id: str | None
     context: Mapping[str, Any] | None
+    # With the disk spool on: the event's wire JSON, encoded once by track(), and the spool
+    # segment holding it. Events replayed from the spool carry only these (properties None).
+    encoded: bytes | None = None
+    segment: int = -1
 
 
 class WireEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -45,7 +52,8 @@ class WireEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     properties: Any
     user_id: str | None = None
     anonymous_id: str | None = None
-    context: dict[str, Any] | None = None
+    # a dict, or the default context pre-encoded as msgspec.Raw (the same bytes, encoded once)
+    context: Any = None
 
 
 class FieldError(msgspec.Struct, frozen=True):
@@ -71,3 +79,6 @@ class ClientStats(msgspec.Struct, frozen=True, kw_only=True):
     retried: int
     dropped: dict[str, int]
     queue_depth: int
+    replayed: int = 0  # events read back from the disk spool at start (maybe sent before)
+    # left out by `sample_rates` at track(): by design, so not a drop (no on_error, no log)
+    sampled_out: int = 0

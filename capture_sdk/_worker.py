@@ -1,13 +1,17 @@
-"""The consumer thread: take batches from the buffer, send them, retry, report every outcome.
+"""The consumer threads: take batches from the buffer, send them, retry, report every outcome.
 
-It owns all work after enqueue (JSON encoding, gzip, HTTP, backoff) so that `track()` stays
-cheap. It never raises out of its loop and never retries a per-event rejection.
+They own all work after enqueue (JSON encoding, gzip, HTTP, backoff) so that `track()` stays
+cheap, as a two-stage pipeline: the encoder thread turns batch N+1 into JSON while the sender
+thread gzips and POSTs batch N (zlib and socket waits release the GIL, so the two overlap).
+A one-slot hand-off keeps batches in order. Neither raises out of its loop, and neither
+retries a per-event rejection.
 """
 
 from __future__ import annotations
 
 import gzip
 import logging
+import queue
 import threading
 import time
 from collections.abc import Mapping
@@ -15,14 +19,25 @@ from collections.abc import Mapping
 import msgspec
 
 from capture_sdk._buffer import EventBuffer
-from capture_sdk._delivery import GZIP_LEVEL, Outcomes, batch_body, describe, encode_batch
+from capture_sdk._delivery import (
+    GZIP_LEVEL,
+    Chunk,
+    SizeLimits,
+    batch_body,
+    encode_batch,
+    settled_events,
+)
 from capture_sdk._errors import TransportError
 from capture_sdk._events import QueuedEvent
+from capture_sdk._outcomes import Outcomes, describe
 from capture_sdk._retry import RetryPolicy, is_retriable_status, parse_retry_after
+from capture_sdk._spool import Spool
 from capture_sdk._transport import Transport
 from capture_sdk._validation import LocalValidator
 
 log = logging.getLogger("capture_sdk")
+
+Encoded = tuple[list[QueuedEvent], list[Chunk]]  # a batch, and its chunks ready to send
 
 
 class Worker:
@@ -37,6 +52,8 @@ class Worker:
         headers: Mapping[str, str],
         flush_interval_s: float,
         use_gzip: bool,
+        limits: SizeLimits,
+        spool: Spool | None = None,
     ) -> None:
         self._buffer = buffer
         self._transport = transport
@@ -47,44 +64,85 @@ class Worker:
         self._headers = dict(headers)
         self._flush_interval_s = flush_interval_s
         self._use_gzip = use_gzip
+        self._limits = limits
+        self._spool = spool
         self._encoder = msgspec.json.Encoder()
         self._abort = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="capture-sdk-worker", daemon=True)
+        # one slot: the encoder runs at most one batch ahead of the sender
+        self._handoff: queue.Queue[Encoded | None] = queue.Queue(maxsize=1)
+        self._threads = (
+            threading.Thread(target=self._encode_loop, name="capture-sdk-worker", daemon=True),
+            threading.Thread(target=self._send_loop, name="capture-sdk-sender", daemon=True),
+        )
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def abort(self) -> None:
         """Stop waiting on retries: what is undelivered now is dropped as `shutdown`."""
         self._abort.set()
 
     def join(self, timeout_s: float) -> bool:
-        self._thread.join(max(0.0, timeout_s))
-        return not self._thread.is_alive()
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
 
-    def _run(self) -> None:
-        while True:
-            batch = self._buffer.take(self._flush_interval_s)
-            if not batch:
-                return
+    def _encode_loop(self) -> None:
+        try:
+            while True:
+                batch = self._buffer.take(self._flush_interval_s)
+                if not batch:
+                    return
+                if self._spool is not None:
+                    # group commit: one fsync covers every record written since the last batch
+                    self._spool.sync()
+                if self._abort.is_set():
+                    self._give_up(batch)
+                    continue
+                try:
+                    chunks = encode_batch(
+                        batch, self._encoder, self._outcomes, self._validator, self._limits
+                    )
+                except Exception as exc:  # the worker must outlive any bug in one batch
+                    log.exception("capture_sdk worker failed to encode a batch")
+                    self._internal_error(batch, exc)
+                    self._buffer.done(len(batch))
+                    continue
+                self._handoff.put((batch, chunks))
+        finally:
+            self._handoff.put(None)  # the sender's stop sign, after the last batch
+
+    def _send_loop(self) -> None:
+        while (encoded := self._handoff.get()) is not None:
+            batch, chunks = encoded
             if self._abort.is_set():
-                self._outcomes.drop(
-                    batch, "shutdown", "client shut down before this event was sent"
-                )
-                self._buffer.done(len(batch))
+                self._give_up(batch)
                 continue
             try:
-                self._deliver(batch)
+                unsettled: list[QueuedEvent] = []
+                for events, payload in chunks:
+                    if not self._send(events, payload):
+                        unsettled.extend(events)
+                if self._spool is not None:
+                    self._spool.settle(settled_events(batch, unsettled))
             except Exception as exc:  # the worker must outlive any bug in one batch
                 log.exception("capture_sdk worker failed on a batch")
-                self._outcomes.drop(batch, "retries_exhausted", f"internal error: {exc!r}")
+                self._internal_error(batch, exc)
             finally:
                 self._buffer.done(len(batch))
 
-    def _deliver(self, batch: list[QueuedEvent]) -> None:
-        events, payload = encode_batch(batch, self._encoder, self._outcomes, self._validator)
-        if not events:
-            return
+    def _give_up(self, batch: list[QueuedEvent]) -> None:
+        # not settled: spooled events stay on disk for the next start
+        self._outcomes.drop(batch, "shutdown", "client shut down before this event was sent")
+        self._buffer.done(len(batch))
+
+    def _internal_error(self, batch: list[QueuedEvent], exc: Exception) -> None:
+        self._outcomes.drop(batch, "retries_exhausted", f"internal error: {exc!r}")
+
+    def _send(self, events: list[QueuedEvent], payload: bytes) -> bool:
+        """POST one chunk with retries; True when every event in it is settled."""
         started = time.monotonic()
         attempt = 0
         while True:
@@ -97,23 +155,23 @@ class Worker:
             else:
                 if response.status == 200:
                     self._outcomes.delivered(events, response)
-                    return
+                    return True
                 if not is_retriable_status(response.status):
                     self._outcomes.drop(events, "collector_refused", describe(response))
-                    return
+                    return True
                 retry_after_s = parse_retry_after(response.headers.get("retry-after"))
             delay_s = self._policy.delay_s(attempt, retry_after_s)
             if time.monotonic() - started + delay_s > self._policy.max_retry_time_s:
                 self._outcomes.drop(
                     events, "retries_exhausted", f"not delivered after {attempt} attempts"
                 )
-                return
+                return False
             self._counters.add("retried")
             if self._abort.wait(delay_s):
                 self._outcomes.drop(
                     events, "shutdown", "client shut down while retrying this event"
                 )
-                return
+                return False
 
     def _body(self, payload: bytes) -> bytes:
         body = batch_body(payload)

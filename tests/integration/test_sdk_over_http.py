@@ -44,7 +44,13 @@ async def test_sdk_reports_a_refused_batch_without_retrying(
 ) -> None:
     dropped: list[DroppedEvent] = []
     # the collector only speaks gzip or identity; a huge event trips its body limit (413)
-    sdk = Client(str(collector.make_url("/")), gzip=False, on_error=dropped.extend)
+    # (the SDK's own max_event_bytes would drop it first as too_large: lifted here)
+    sdk = Client(
+        str(collector.make_url("/")),
+        gzip=False,
+        on_error=dropped.extend,
+        max_event_bytes=4_000_000,
+    )
     sdk.track("page_viewed", {"path": "/" + "x" * 2_000_000}, anonymous_id="a")
     assert await asyncio.to_thread(sdk.shutdown, 30.0)
     assert [d.reason for d in dropped] == ["collector_refused"]

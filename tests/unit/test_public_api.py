@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import capture_sdk
+import capture_sdk.prometheus
 import capture_sdk.testing
 import collector
 import event_schemas
@@ -32,6 +33,7 @@ def test_capture_sdk_exports() -> None:
         "RecordingTransport",
         "Response",
     ]
+    assert capture_sdk.prometheus.__all__ == ["StatsCollector", "register"]
 
 
 def test_collector_exports() -> None:
@@ -57,7 +59,13 @@ def test_event_schemas_exports() -> None:
 
 
 def test_every_export_exists() -> None:
-    for module in (capture_sdk, capture_sdk.testing, collector, event_schemas):
+    for module in (
+        capture_sdk,
+        capture_sdk.testing,
+        capture_sdk.prometheus,
+        collector,
+        event_schemas,
+    ):
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.{name}"
 

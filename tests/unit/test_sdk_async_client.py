@@ -434,7 +434,8 @@ async def test_large_bodies_are_gzipped_off_the_loop(
     sdk = AsyncClient(transport=Capturing(), flush_interval_s=0.01)
     sdk.track("page_viewed", {"path": "/small"}, anonymous_id="a")
     assert await sdk.flush(5)
-    sdk.track("page_viewed", {"path": "/" + "x" * 1_000_000}, anonymous_id="a")
+    for _ in range(20):  # 20 events of 20 KB: one body over INLINE_GZIP_MAX_BYTES
+        sdk.track("page_viewed", {"path": "/" + "x" * 20_000}, anonymous_id="a")
     assert await sdk.shutdown(5)
     loop_thread = threading.get_ident()
     assert threads[0] == loop_thread  # small: inline

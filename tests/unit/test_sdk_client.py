@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import platform
+import socket
 import threading
 import time
 import uuid
@@ -22,6 +24,7 @@ from capture_sdk import (
     RetryPolicy,
     Transport,
     TransportError,
+    __version__,
 )
 from capture_sdk.testing import RecordingTransport
 
@@ -67,6 +70,25 @@ def test_track_sends_the_wire_format(client: Client, transport: RecordingTranspo
     assert headers["Content-Type"] == "application/json"
     assert "sent_at" in body
     assert client.stats().sent == 1
+
+
+def test_library_runtime_and_host_context_are_filled_in(
+    client: Client, transport: RecordingTransport
+) -> None:
+    before_ns = time.time_ns()
+    client.track("page_viewed", {"path": "/"}, anonymous_id="a", context={"app": {"v": "9"}})
+    client.track("page_viewed", {"path": "/"}, anonymous_id="a")
+    assert client.flush(5)
+    first, second = transport.events
+    for event in (first, second):
+        context = event["context"]
+        assert context["library"] == {"name": "capture-sdk-python", "version": __version__}
+        assert context["runtime"]["version"] == platform.python_version()
+        assert context["host"] == {"name": socket.gethostname()}
+        occurred = dt.datetime.fromisoformat(event["occurred_at"])
+        assert occurred >= dt.datetime.fromtimestamp(before_ns // 1_000_000 / 1000, dt.UTC)
+    assert first["context"]["app"] == {"v": "9"}
+    assert "app" not in second["context"]
 
 
 def test_struct_properties_are_encoded(client: Client, transport: RecordingTransport) -> None:

@@ -61,19 +61,75 @@ def sent_by_pid(path: Path) -> dict[int, list[str]]:
     return by_pid
 
 
-def test_forked_child_sends_its_own_events_and_the_parent_keeps_flowing(tmp_path: Path) -> None:
-    out = tmp_path / "sent"
-    result = subprocess.run([sys.executable, "-c", FORK_CHILD, str(out)], timeout=60, check=False)
-    assert result.returncode == 0
-    by_pid = sent_by_pid(out)
+def assert_each_sent_only_its_own(path: Path) -> None:
+    """The parent sent its 50 + 30 events, the child its 20; the parent's queue was not
+    inherited (sent twice) by the child."""
+    by_pid = sent_by_pid(path)
     assert len(by_pid) == 2
     parent = max(by_pid.values(), key=lambda paths: any(p.startswith("/before") for p in paths))
     child = next(paths for paths in by_pid.values() if paths is not parent)
-    # the parent's queued events are sent once, by the parent, never again by the child
     assert sorted(parent) == sorted(
         [f"/before/{i}" for i in range(50)] + [f"/after/{i}" for i in range(30)]
     )
     assert sorted(child) == sorted(f"/child/{i}" for i in range(20))
+
+
+def test_forked_child_sends_its_own_events_and_the_parent_keeps_flowing(tmp_path: Path) -> None:
+    out = tmp_path / "sent"
+    result = subprocess.run([sys.executable, "-c", FORK_CHILD, str(out)], timeout=60, check=False)
+    assert result.returncode == 0
+    assert_each_sent_only_its_own(out)
+
+
+ASYNC_FORK_CHILD = FILE_TRANSPORT + textwrap.dedent(
+    """
+    import asyncio
+    from capture_sdk import AsyncClient, AsyncTransport
+
+    class AsyncFileTransport(AsyncTransport):
+        def __init__(self, path):
+            self.sync = FileTransport(path)
+        async def send(self, body, headers):
+            return self.sync.send(body, headers)
+
+    client = AsyncClient(transport=AsyncFileTransport(sys.argv[1]), gzip=False)
+
+    async def track(prefix, count):
+        for i in range(count):
+            client.track("page_viewed", {"path": f"/{prefix}/{i}"}, anonymous_id="a")
+
+    async def parent_before():
+        await track("before", 50)  # queued; the sender task starts but has not run yet
+
+    async def child():
+        await track("child", 20)
+        ok = await client.flush(10)
+        return ok and client.stats().enqueued == 20
+
+    async def parent_after():
+        await track("after", 30)
+        assert await client.flush(10)
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(parent_before())
+    pid = os.fork()
+    if pid == 0:
+        # the child's own loop (the parent's, copied mid-use, is not the child's to run)
+        os._exit(0 if asyncio.run(child()) else 3)
+    loop.run_until_complete(parent_after())
+    _, status = os.waitpid(pid, 0)
+    sys.exit(os.waitstatus_to_exitcode(status))
+    """
+)
+
+
+def test_async_client_in_a_forked_child_sends_only_the_childs_events(tmp_path: Path) -> None:
+    out = tmp_path / "sent"
+    result = subprocess.run(
+        [sys.executable, "-c", ASYNC_FORK_CHILD, str(out)], timeout=60, check=False
+    )
+    assert result.returncode == 0
+    assert_each_sent_only_its_own(out)
 
 
 def test_fifty_threads_lose_and_duplicate_nothing() -> None:
