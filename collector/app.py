@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import http_parser, web, web_protocol
 from prometheus_client import CollectorRegistry
 
-from collector import cors, handlers, keys
+from collector import cors, handlers, keys, segment
 from collector.backpressure import InFlight
 from collector.client_ip import ClientIdentifier, parse_networks
 from collector.config_file import load_config_file
@@ -86,6 +86,7 @@ def create_app(
     sources = build_sources(
         config, path=settings.config_file, environ=os.environ if environ is None else environ
     )
+    segment_config = segment.build_segment_config(config, path=settings.config_file)
     # outermost first: CORS headers go on error responses too
     app = web.Application(middlewares=[cors.cors_middleware, handlers.error_middleware])
     app[keys.SETTINGS] = settings
@@ -124,6 +125,7 @@ def create_app(
     app.router.add_get("/readyz", handlers.handle_readyz)
     app.router.add_get("/metrics", handlers.handle_metrics)
     app.router.add_get("/openapi.json", handle_openapi)
+    segment.add_routes(app, segment_config)  # /compat/segment: Segment's tracking API
     return app
 
 

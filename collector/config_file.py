@@ -17,6 +17,7 @@ from collector.settings import SettingsError
 SECTIONS = {
     "sources": "collector.sources",  # write keys: source name, allowed events, browser/server
     "routing": "collector.routing",  # topic template and fan-out rules
+    "segment": "collector.segment",  # Segment event name -> schema map of /compat/segment
 }
 
 

@@ -23,10 +23,11 @@ from collector.enrichment import enrich
 from collector.errors import CollectorError, Overloaded, SinkRejected, SinkUnavailable
 from collector.metrics import SCRAPE_CONTENT_TYPE
 from collector.model import BatchResponse, ErrorBody, Rejected
+from collector.reload import Plan
 from collector.routing import route
 from collector.sinks.base import Outcome
 from collector.sources import KeyEntry
-from collector.validation import validate_batch
+from collector.validation import BatchVerdict, validate_batch
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     return response
 
 
+# what a route does with a body that passed auth and the size limits (native or compat API)
+Ingest = Callable[
+    [web.Application, bytes, RequestContext, KeyEntry | None], Awaitable[web.Response]
+]
+
+
 async def handle_batch(request: web.Request) -> web.Response:
+    return await receive(request, _ingest)
+
+
+async def receive(request: web.Request, ingest: Ingest) -> web.Response:
+    """Admit the request, read its body within the limits and in-flight budget, then `ingest`."""
     app = request.app
     settings = app[keys.SETTINGS]
     metrics = app[keys.METRICS]
@@ -139,7 +151,7 @@ async def handle_batch(request: web.Request) -> web.Response:
             request.headers.getall("X-Forwarded-For", ()),
             request.headers.get("User-Agent"),
         )
-        return await _ingest(app, body, client, entry)
+        return await ingest(app, body, client, entry)
     finally:
         inflight.release(reserved)
         metrics.inflight_bytes.set(inflight.bytes)
@@ -150,13 +162,31 @@ async def _ingest(
 ) -> web.Response:
     settings = app[keys.SETTINGS]
     metrics = app[keys.METRICS]
-    sink = app[keys.SINK]
     plan = app[keys.PLAN].current  # one snapshot for the whole request, even across a reload
     batch = decode_batch(
         body, max_events=settings.max_batch_events, max_json_depth=settings.max_json_depth
     )
     auth.check_events(entry, batch, metrics)  # refuses the whole request before any publish
     verdict = validate_batch(batch, plan.schemas, max_event_bytes=settings.max_event_bytes)
+    rejected = await deliver(app, plan, verdict, sent_at=batch.sent_at, client=client)
+    return json_response(BatchResponse(accepted=len(verdict.valid), rejected=rejected))
+
+
+async def deliver(
+    app: web.Application,
+    plan: Plan,
+    verdict: BatchVerdict,
+    *,
+    sent_at: str | None,
+    client: RequestContext,
+) -> list[Rejected]:
+    """The pipeline after validation, shared by every ingest route: dedup, enrich, route,
+    publish and count. Returns the rejections once the sink acknowledged every record;
+    raises SinkUnavailable / SinkRejected otherwise.
+    """
+    settings = app[keys.SETTINGS]
+    metrics = app[keys.METRICS]
+    sink = app[keys.SINK]
     metrics.batch_events.observe(len(verdict.valid) + len(verdict.invalid))
     received_at = app[keys.CLOCK]()
     dedup = app[keys.DEDUP]
@@ -168,7 +198,7 @@ async def _ingest(
     enrich(
         fresh.valid,
         received_at=received_at,
-        sent_at=batch.sent_at,
+        sent_at=sent_at,
         request=client,
         annotated=fresh.annotated,
         pii_hash_key=settings.pii_hash_key.encode() if settings.pii_hash_key else None,
@@ -179,6 +209,8 @@ async def _ingest(
         table=plan.routes,
         received_at=received_at,
         annotated=fresh.annotated,
+        sent_at=sent_at,  # kept in dead letters, so replay can recover them whole
+        request=client,
     )
 
     started = time.perf_counter()
@@ -222,7 +254,7 @@ async def _ingest(
                 errors=invalid.errors,
             )
         )
-    return json_response(BatchResponse(accepted=len(verdict.valid), rejected=rejected))
+    return rejected
 
 
 async def handle_healthz(request: web.Request) -> web.Response:

@@ -76,13 +76,22 @@ class FieldError(msgspec.Struct, frozen=True):
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
-    """The record value written to the dead-letter topic: why, when, and the event as sent."""
+    """The record value written to the dead-letter topic: why, when, and the event as sent.
+
+    `sent_at`, `ip` and `user_agent` are what the collector knew of the request (the batch's
+    `sent_at` as sent, the client address as enrichment would store it, the User-Agent), so
+    that `capture replay --recover` can enrich a recovered event exactly as the collector
+    would have. They are optional: dead letters written before they existed still decode.
+    """
 
     reason: str
     errors: list[FieldError]
     received_at: dt.datetime
     index: int
     event: msgspec.Raw
+    sent_at: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
 
 
 class Rejected(msgspec.Struct, frozen=True, kw_only=True):

@@ -130,6 +130,60 @@ def _batch_operation() -> dict[str, Any]:
     }
 
 
+def _preflight_operation() -> dict[str, Any]:
+    cors = ("Access-Control-Allow-Origin", "Access-Control-Allow-Methods", "Vary")
+    return {
+        "operationId": "preflightBatch",
+        "summary": "CORS preflight for browser write keys (no key needed)",
+        "responses": {
+            "204": {
+                "description": "The origin is listed by a browser source: POST may follow.",
+                "headers": {name: {"schema": {"type": "string"}} for name in cors},
+            },
+            "403": _error("403", "No browser source lists the origin, or the method is not POST."),
+        },
+    }
+
+
+# Segment's HTTP tracking API under /compat/segment (docs/segment-migration.md): the messages
+# are Segment's, so their shape is described there and in Segment's spec, not here.
+SEGMENT_PREFIX = "/compat/segment"
+SEGMENT_CALLS = ("track", "identify", "page", "screen", "group", "alias")
+
+
+def _segment_operation(call: str) -> dict[str, Any]:
+    message = {"type": "object", "description": "A Segment message (Segment's spec)."}
+    body = (
+        {
+            "type": "object",
+            "properties": {"batch": {"type": "array", "items": message}, "sentAt": {}},
+            "required": ["batch"],
+        }
+        if call == "batch"
+        else message
+    )
+    ok = {
+        "type": "object",
+        "properties": {
+            "success": {"const": True},
+            "accepted": {"type": "integer"},
+            "rejected": {"type": "array"},
+        },
+        "required": ["success"],
+    }
+    responses: dict[str, Any] = {
+        "200": _plain("Every record (events and dead letters) is acknowledged by the sink.", ok)
+    }
+    responses.update({status: _error(status, text) for status, text in BATCH_ERRORS.items()})
+    return {
+        "operationId": f"postSegment{call.capitalize()}",
+        "summary": f"Segment-compatible `{call}` (migration path for Segment SDKs)",
+        "security": [{"writeKey": []}, {}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+        "responses": responses,
+    }
+
+
 def _plain(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -151,7 +205,11 @@ def openapi_document() -> dict[str, Any]:
         "openapi": OPENAPI_VERSION,
         "info": {"title": "event-capture collector", "version": "1"},
         "paths": {
-            "/v1/batch": {"post": _batch_operation()},
+            "/v1/batch": {"post": _batch_operation(), "options": _preflight_operation()},
+            **{
+                f"{SEGMENT_PREFIX}/v1/{call}": {"post": _segment_operation(call)}
+                for call in ("batch", *SEGMENT_CALLS)
+            },
             "/healthz": {
                 "get": {
                     "operationId": "getHealth",

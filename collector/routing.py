@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from collector.client_ip import RequestContext
 from collector.fanout import RoutingConfig, render_topic
 from collector.model import DeadLetter, WireEvent
 from collector.sinks.base import Record
@@ -88,7 +89,10 @@ def route(
     table: RouteTable,
     received_at: dt.datetime,
     annotated: Sequence[Annotated] = (),
+    sent_at: str | None = None,
+    request: RequestContext | None = None,
 ) -> list[Record]:
+    """`sent_at` and `request` (what enrichment got) are kept only in dead letters, for replay."""
     timestamp_ms = int(received_at.timestamp() * 1000)
     encode = _encoder.encode
     route_for = table.route_for
@@ -114,14 +118,22 @@ def route(
     for position, extra in fanned:
         original = records[position]
         records.extend(msgspec.structs.replace(original, topic=copy) for copy in extra)
-    records.extend(
-        _dead_letter(event, table.topics, received_at, timestamp_ms) for event in invalid
-    )
+    if invalid:
+        sender = request if request is not None else RequestContext()
+        records.extend(
+            _dead_letter(event, table.topics, received_at, timestamp_ms, sent_at, sender)
+            for event in invalid
+        )
     return records
 
 
 def _dead_letter(
-    event: InvalidEvent, topics: Topics, received_at: dt.datetime, timestamp_ms: int
+    event: InvalidEvent,
+    topics: Topics,
+    received_at: dt.datetime,
+    timestamp_ms: int,
+    sent_at: str | None,
+    sender: RequestContext,
 ) -> Record:
     headers: list[tuple[str, bytes]] = [("reason", event.reason.encode())]
     envelope = event.event
@@ -142,5 +154,8 @@ def _dead_letter(
         received_at=received_at,
         index=event.index,
         event=event.raw,
+        sent_at=sent_at,
+        ip=sender.ip,
+        user_agent=sender.user_agent,
     )
     return Record(topics.dead_letter, key, _encoder.encode(value), headers, timestamp_ms)

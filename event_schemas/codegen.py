@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from event_schemas.loader import EventSchema, SchemaRegistry
+from event_schemas.loader import INT64_MAX, INT64_MIN, EventSchema, SchemaRegistry
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PYTHON_OUT = PACKAGE_DIR / "typed.py"
@@ -119,6 +119,16 @@ def _lines(expr: _Expr, indent: int, prefix: str = "", suffix: str = "") -> list
     return [*out, pad + expr.close + suffix]
 
 
+def _int64_bounded(node: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The loader's implicit int64 bounds on a side the schema leaves open, spelled out."""
+    bounded = dict(node)
+    if "minimum" not in node and "exclusiveMinimum" not in node:
+        bounded["minimum"] = INT64_MIN
+    if "maximum" not in node and "exclusiveMaximum" not in node:
+        bounded["maximum"] = INT64_MAX
+    return bounded
+
+
 def _py_literal(value: object) -> str:
     if value is None:
         return "None"
@@ -165,9 +175,10 @@ class _PythonGenerator:
             return "None"
         if json_type == "boolean":
             return "bool"
-        if json_type in ("integer", "number"):
-            base = "int" if json_type == "integer" else "float"
-            return self._annotated(base, node, NUMBER_META)
+        if json_type == "integer":
+            return self._annotated("int", _int64_bounded(node), NUMBER_META)
+        if json_type == "number":
+            return self._annotated("float", node, NUMBER_META)
         if json_type == "string":
             fmt = node.get("format")
             if fmt == "uuid":

@@ -57,6 +57,11 @@ CONSTRAINT_KEYWORDS: Mapping[str, frozenset[str]] = {
 }
 SUPPORTED_FORMATS = frozenset({"date-time", "uuid"})
 JSON_TYPES = frozenset({"object", "array", "string", "integer", "number", "boolean", "null"})
+# An integer without a bound of its own is bounded to int64: properties are forwarded as sent,
+# and consumers downstream (JVM, Go, most JSON readers) cannot hold a wider integer. Implicit:
+# the schema document (and so compat, docs and codegen) does not change.
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +290,11 @@ class _Compiler:
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     raise self.error(f"{pointer}/{key}", f"`{key}` is a number")
                 meta[name] = value
+        if base is int:
+            if "ge" not in meta and "gt" not in meta:
+                meta["ge"] = INT64_MIN
+            if "le" not in meta and "lt" not in meta:
+                meta["le"] = INT64_MAX
         return Annotated[base, msgspec.Meta(**meta)] if meta else base
 
     def _string(self, node: Mapping[str, Any], pointer: str) -> Any:

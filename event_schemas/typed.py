@@ -6,9 +6,19 @@ instance to `Client.track()`, which takes the event name and version from the cl
 
 import datetime
 import uuid
-from typing import Annotated, ClassVar, Literal, TypeAlias
+from typing import Annotated, Any, ClassVar, Literal, TypeAlias
 
 import msgspec
+
+
+class AliasV1(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Built-in: a Segment `alias` call (`previous_id` is now this user id)."""
+
+    __event_name__: ClassVar[str] = "alias"
+    __event_version__: ClassVar[int] = 1
+
+    #: The identity being merged into the user id (Segment's `previousId`).
+    previous_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 
 
 class ArtistProfileViewedV1(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -20,6 +30,46 @@ class ArtistProfileViewedV1(msgspec.Struct, kw_only=True, forbid_unknown_fields=
     artist_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     section: Literal["overview", "music", "audience", "playlists", "events"]
     range_days: Literal[7, 28, 365] | msgspec.UnsetType = msgspec.UNSET
+
+
+class GroupV1(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Built-in: a Segment `group` call (the user joined a group or account)."""
+
+    __event_name__: ClassVar[str] = "group"
+    __event_version__: ClassVar[int] = 1
+
+    #: The group's id (Segment's `groupId`).
+    group_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    #: The group's traits as the client sent them (free-form).
+    traits: dict[str, Any]
+
+
+class IdentifyV1(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Built-in: a Segment `identify` call (who the user is, with traits)."""
+
+    __event_name__: ClassVar[str] = "identify"
+    __event_version__: ClassVar[int] = 1
+
+    #: The user's traits as sent (free-form). Often PII (email, name): restrict who reads this
+    #: topic, or hash traits before sending.
+    traits: dict[str, Any]
+
+
+PageV1CategoryType: TypeAlias = Annotated[str, msgspec.Meta(max_length=512)] | None
+
+
+class PageV1(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Built-in: a Segment `page` call (a web page was viewed)."""
+
+    __event_name__: ClassVar[str] = "page"
+    __event_version__: ClassVar[int] = 1
+
+    #: The page's name, when the client gave one.
+    name: Annotated[str, msgspec.Meta(max_length=512)] | msgspec.UnsetType | None = msgspec.UNSET
+    #: The page's category, when the client gave one.
+    category: PageV1CategoryType | msgspec.UnsetType = msgspec.UNSET
+    #: The call's properties as the client sent them (free-form).
+    properties: dict[str, Any]
 
 
 PageViewedV1ReferrerType: TypeAlias = Annotated[str, msgspec.Meta(max_length=2048)] | None
@@ -48,7 +98,7 @@ class PlaylistUpdatedV1TracksItem(msgspec.Struct, kw_only=True, forbid_unknown_f
     """`tracks[]` of playlist_updated v1."""
 
     track_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-    position: Annotated[int, msgspec.Meta(ge=0)]
+    position: Annotated[int, msgspec.Meta(ge=0, le=9223372036854775807)]
     added: bool | msgspec.UnsetType = msgspec.UNSET
 
 
@@ -67,6 +117,23 @@ class PlaylistUpdatedV1(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     owner: PlaylistUpdatedV1Owner
     tracks: Annotated[list[PlaylistUpdatedV1TracksItem], msgspec.Meta(max_length=500)]
     follower_count: Annotated[float, msgspec.Meta(ge=0)] | msgspec.UnsetType = msgspec.UNSET
+
+
+ScreenV1CategoryType: TypeAlias = Annotated[str, msgspec.Meta(max_length=512)] | None
+
+
+class ScreenV1(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Built-in: a Segment `screen` call (an app screen was viewed)."""
+
+    __event_name__: ClassVar[str] = "screen"
+    __event_version__: ClassVar[int] = 1
+
+    #: The screen's name, when the client gave one.
+    name: Annotated[str, msgspec.Meta(max_length=512)] | msgspec.UnsetType | None = msgspec.UNSET
+    #: The screen's category, when the client gave one.
+    category: ScreenV1CategoryType | msgspec.UnsetType = msgspec.UNSET
+    #: The call's properties as the client sent them (free-form).
+    properties: dict[str, Any]
 
 
 TrackPlayedV1SourceType: TypeAlias = Literal[
@@ -88,7 +155,7 @@ class TrackPlayedV1(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     track_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     artist_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     #: Where playback stopped.
-    position_ms: Annotated[int, msgspec.Meta(ge=0)]
+    position_ms: Annotated[int, msgspec.Meta(ge=0, le=9223372036854775807)]
     duration_ms: Annotated[int, msgspec.Meta(ge=0, le=86400000)] | msgspec.UnsetType = msgspec.UNSET
     source: TrackPlayedV1SourceType | msgspec.UnsetType = msgspec.UNSET
 
@@ -112,7 +179,7 @@ class TrackPlayedV2(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     track_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     artist_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     #: Where playback stopped.
-    position_ms: Annotated[int, msgspec.Meta(ge=0)]
+    position_ms: Annotated[int, msgspec.Meta(ge=0, le=9223372036854775807)]
     duration_ms: Annotated[int, msgspec.Meta(ge=0, le=86400000)] | msgspec.UnsetType = msgspec.UNSET
     source: TrackPlayedV2SourceType | msgspec.UnsetType = msgspec.UNSET
     #: Whether shuffle was on.

@@ -1,7 +1,10 @@
 """`capture replay`: parse flags into a source, an output and a plan, run, print the summary.
 
-Exit codes: 0 done, 2 bad input (nothing was read), 1 the broker went away mid-replay.
-The summary goes to stderr, so JSON lines on stdout stay clean. No pipeline logic here.
+Topics come from the collector's own settings (CAPTURE_* variables, the config file's
+`[routing]`), overridable by flags, through `collector.reload.build_plan`: replay reads and
+recovers into exactly the topics `capture serve` writes. Exit codes: 0 done, 2 bad input
+(nothing was read), 1 the broker went away mid-replay. The summary goes to stderr, so JSON
+lines on stdout stay clean. No pipeline logic here.
 """
 
 from __future__ import annotations
@@ -13,16 +16,18 @@ import os
 import sys
 from pathlib import Path
 
+from collector.reload import build_plan
 from collector.replay.errors import BadInput, ReplayError
 from collector.replay.outputs import JsonlOutput, Output, ParquetOutput, TopicOutput
 from collector.replay.runner import Plan, ReplayAborted, run_replay
 from collector.replay.select import Filter, parse_where
 from collector.replay.sources import FileLogSource, KafkaSource, Selection, Source
 from collector.replay.transform import Upgrader
-from collector.routing import RouteTable, Topics
+from collector.routing import RouteTable
+from collector.settings import Settings, SettingsError, load_settings
 from collector.sinks.base import Sink
 from collector.sinks.file import FileSink
-from event_schemas import SchemaLoadError, load_registry
+from event_schemas import SchemaLoadError, SchemaRegistry, load_registry
 
 DEFAULT_RATE_PER_S = 1_000.0
 
@@ -37,12 +42,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     src = p.add_argument_group("source")
     src.add_argument("--bootstrap-servers", help="read Kafka here (else the file log)")
-    src.add_argument("--data-dir", default="data", help="the file sink's data directory")
+    src.add_argument("--data-dir", help="the file sink's data directory (CAPTURE_DATA_DIR)")
     src.add_argument("--topic", action="append", default=[], help="a topic (repeatable)")
     src.add_argument("--event", action="append", default=[], help="an event's topic + filter")
     src.add_argument("--dead-letters", action="store_true", help="read the dead-letter topic")
-    src.add_argument("--topic-prefix", default="events.", help="topic of event E is PREFIX+E")
-    src.add_argument("--dead-letter-topic", default="events._invalid")
+    routing = p.add_argument_group(
+        "routing", "as the collector routes; defaults from CAPTURE_* variables, as `serve`"
+    )
+    routing.add_argument("--topic-prefix", help="topic of event E is PREFIX+E")
+    routing.add_argument("--topic-template", help="topic of an event, e.g. events.{event}")
+    routing.add_argument("--dead-letter-topic")
+    routing.add_argument("--config-file", help="TOML with the [routing] fan-out rules")
     src.add_argument("--request-timeout-ms", type=int, default=10_000)
     sel = p.add_argument_group("selection")
     sel.add_argument("--since", help="ISO 8601 time, inclusive (no offset: UTC)")
@@ -76,17 +86,46 @@ def run(args: argparse.Namespace) -> int:
         print(exc.summary.render(), file=sys.stderr)
         print(f"capture replay: {exc}", file=sys.stderr)
         return exc.exit_code
-    except (ReplayError, SchemaLoadError) as exc:
+    except (ReplayError, SchemaLoadError, SettingsError) as exc:
         print(f"capture replay: {exc}", file=sys.stderr)
         return exc.exit_code if isinstance(exc, ReplayError) else 2
     print(summary.render(), file=sys.stderr)
     return 0
 
 
+def _settings(args: argparse.Namespace) -> Settings:
+    """The collector's settings from the environment, with replay's flags on top."""
+    flags = {
+        "topic_prefix": args.topic_prefix,
+        "topic_template": args.topic_template,
+        "dead_letter_topic": args.dead_letter_topic,
+        "config_file": args.config_file,
+        "schemas_dir": args.schemas_dir,
+        "data_dir": args.data_dir,
+    }
+    return load_settings(os.environ, flags)
+
+
+def _event_topics(
+    event: str, versions: list[int], schemas: SchemaRegistry, routes: RouteTable
+) -> list[str]:
+    """The topics the collector writes `event` to: per version (a template or a schema's
+    x-topic may differ by version), fan-out copies left out."""
+    known = versions or schemas.versions(event) or [1]
+    return list(dict.fromkeys(routes.route_for(event, version)[0] for version in known))
+
+
 def _build(args: argparse.Namespace) -> tuple[Source, Output | None, Plan]:
-    topics = list(args.topic) + [args.topic_prefix + event for event in args.event]
+    settings = _settings(args)
+    needs_plan = bool(args.upgrade or args.recover or args.event)
+    schemas = load_registry(settings.schemas_dir) if needs_plan else None
+    routes = build_plan(schemas, settings).routes if schemas is not None else None
+    topics = list(args.topic)
+    if schemas is not None and routes is not None:
+        for event in args.event:
+            topics += _event_topics(event, list(args.version), schemas, routes)
     if args.dead_letters:
-        topics.append(args.dead_letter_topic)
+        topics.append(settings.dead_letter_topic)
     if not topics:
         raise BadInput("name what to replay: --topic, --event or --dead-letters")
     if args.recover and not args.dead_letters:
@@ -100,7 +139,6 @@ def _build(args: argparse.Namespace) -> tuple[Source, Output | None, Plan]:
         to_offset=args.to_offset,
     )
     selection.check()
-    schemas = load_registry(args.schemas_dir) if (args.upgrade or args.recover) else None
     plan = Plan(
         filter=Filter(
             events=frozenset(args.event),
@@ -109,16 +147,15 @@ def _build(args: argparse.Namespace) -> tuple[Source, Output | None, Plan]:
             anonymous_ids=frozenset(args.anonymous_id),
             where=tuple(parse_where(w) for w in args.where),
         ),
-        dead_letter_topic=args.dead_letter_topic,
+        dead_letter_topic=settings.dead_letter_topic,
         dedup=args.dedup,
         upgrader=Upgrader(schemas) if args.upgrade and schemas is not None else None,
         schemas=schemas,
         dry_run=args.dry_run,
     )
     if args.recover:
-        assert schemas is not None
-        plan.recover_with = RouteTable(Topics(args.topic_prefix, args.dead_letter_topic), schemas)
-        key = os.environ.get("CAPTURE_PII_HASH_KEY")  # hash PII as the collector does
+        plan.recover_with = routes  # the collector's topics, template and fan-out rules
+        key = settings.pii_hash_key  # hash PII as the collector does
         plan.pii_hash_key = key.encode() if key else None
     timeout_s = args.request_timeout_ms / 1000
     source: Source
@@ -130,11 +167,12 @@ def _build(args: argparse.Namespace) -> tuple[Source, Output | None, Plan]:
             request_timeout_ms=args.request_timeout_ms,
         )
     else:
-        source = FileLogSource(Path(args.data_dir), topics, selection)
+        source = FileLogSource(Path(settings.data_dir), topics, selection)
     output: Output
     if args.recover or args.to_topic:
         rate = args.rate if args.rate > 0 else None
-        output = TopicOutput(_sink(args), topic=args.to_topic, rate_per_s=rate, timeout_s=timeout_s)
+        sink = _sink(args, settings)
+        output = TopicOutput(sink, topic=args.to_topic, rate_per_s=rate, timeout_s=timeout_s)
     elif args.format == "parquet":
         if args.out == "-":
             raise BadInput("Parquet output needs --out FILE")
@@ -145,13 +183,13 @@ def _build(args: argparse.Namespace) -> tuple[Source, Output | None, Plan]:
     return source, output, plan
 
 
-def _sink(args: argparse.Namespace) -> Sink:
+def _sink(args: argparse.Namespace, settings: Settings) -> Sink:
     servers = args.to_bootstrap_servers or args.bootstrap_servers
     if servers:
         from collector.sinks.kafka import KafkaSink  # aiokafka only when used
 
         return KafkaSink(servers, request_timeout_ms=args.request_timeout_ms)
-    return FileSink(Path(args.data_dir))
+    return FileSink(Path(settings.data_dir))
 
 
 def _time_ms(text: str | None, flag: str) -> int | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -92,7 +93,8 @@ class JsonlOutput(Output):
     async def close(self) -> None:
         if self._file is not None and self._path is not None:
             self._file.flush()
-            os.fsync(self._file.fileno())
+            if stat.S_ISREG(os.fstat(self._file.fileno()).st_mode):
+                os.fsync(self._file.fileno())  # a pipe or a device cannot be fsynced
             self._file.close()
 
 
@@ -222,7 +224,10 @@ class TopicOutput(Output):
             chunk = records[start : start + step]
             if self._bucket is not None:
                 await self._bucket.take(len(chunk))
-            written += await self._publish(chunk)
+            try:
+                written += await self._publish(chunk)
+            except Unavailable as exc:  # count the chunks of this write that did land
+                raise Unavailable(str(exc), written=written + exc.written) from exc
         return written
 
     async def _publish(self, records: list[Record]) -> int:

@@ -71,11 +71,13 @@ async def run_replay(
         finally:
             progress.finish(summary.read)
     finally:
-        await source.close()
-        if output is not None and not plan.dry_run:
-            await output.close()
-            for what, why in output.failed_reasons:
-                summary.fail(what, why)
+        try:
+            await source.close()
+        finally:  # the output is closed (flushed, fsynced) even if the source failed to
+            if output is not None and not plan.dry_run:
+                await output.close()
+                for what, why in output.failed_reasons:
+                    summary.fail(what, why)
     return summary
 
 

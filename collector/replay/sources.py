@@ -8,6 +8,7 @@ Sources only select by offset and time; they never decode record values (select.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ import msgspec
 
 from collector.replay.errors import BadInput, Unavailable
 from collector.sinks.file import LogLine, topic_path
+
+log = logging.getLogger(__name__)
 
 # Records handed over per batch; bounds memory and how often progress is redrawn.
 BATCH_RECORDS = 1_000
@@ -242,15 +245,31 @@ class KafkaSource(Source):
                 if await consumer.position(tp) >= pending[tp]:
                     del pending[tp]
                     consumer.pause(tp)
-            if fetched:
-                last_progress = time.monotonic()
-            elif time.monotonic() - last_progress > self._stall_s:
+            if not fetched and time.monotonic() - last_progress > self._stall_s:
                 raise Unavailable("broker unavailable (no records within the request timeout)")
             yield batch
+            if fetched:
+                # stamped once the batch is written: a slow output (a paused pipe) is no stall
+                last_progress = time.monotonic()
 
     async def close(self) -> None:
-        if self._consumer is not None:
-            await self._consumer.stop()
+        """Stop the consumer within the request timeout; a broker already gone is no error."""
+        if self._consumer is None:
+            return
+        from aiokafka.errors import KafkaError
+
+        try:
+            async with asyncio.timeout(self._stall_s):
+                await self._consumer.stop()
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning("replay consumer did not stop cleanly: %r", exc)
+        except asyncio.CancelledError:
+            # With the broker gone, aiokafka's stop() re-raises the cancellation of its own
+            # failing fetch task; only a cancellation of this task itself may propagate.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            log.warning("replay consumer stopped while its fetcher was failing")
 
 
 def _from_kafka(record: Any) -> SourceRecord:

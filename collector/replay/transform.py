@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from collector.client_ip import RequestContext
 from collector.enrichment import enrich
 from collector.model import DeadLetter
 from collector.routing import RouteTable, route
@@ -123,7 +124,15 @@ def recover(
         return StillInvalid(verdict.event_id, verdict.reason)
     event, schema, properties = verdict
     annotated = [(0, schema, properties)] if schema.metadata.needs_properties else []
-    # the receive time is the original one, kept in the dead letter
+    # what the collector knew of the request is in the dead letter: the original receive time
+    # and (since they are kept) sent_at, client address and agent; older letters have nulls
     received_at: dt.datetime = letter.received_at
-    enrich([event], received_at=received_at, annotated=annotated, pii_hash_key=pii_hash_key)
+    enrich(
+        [event],
+        received_at=received_at,
+        sent_at=letter.sent_at,
+        request=RequestContext(letter.ip, letter.user_agent),
+        annotated=annotated,
+        pii_hash_key=pii_hash_key,
+    )
     return route([event], [], table=table, received_at=received_at, annotated=annotated)

@@ -149,12 +149,26 @@ async def test_huge_number_in_context_is_passed_through_as_sent(
     assert b'"context":{"n":' + big + b"}" in memory_sink.records[0].value
 
 
-async def test_huge_integer_where_the_plan_sets_no_maximum_is_accepted(
+async def test_huge_integer_where_the_plan_sets_no_maximum_is_dead_lettered(
     collector: HttpClient, memory_sink: MemorySink
 ) -> None:
-    """position_ms has only a minimum: the plan's bounds, not the collector, limit values."""
+    """position_ms has only a minimum: the loader bounds it to int64 above, because consumers
+    downstream cannot read a wider integer and properties are forwarded as sent."""
+    good = msgspec.json.encode(track_played())
     status, payload = await post(
-        collector, batch_of(event_bytes(b"{" + PROPS + b"0" * 400 + b"}")), JSON
+        collector, batch_of(event_bytes(b"{" + PROPS + b"0" * 400 + b"}"), good), JSON
+    )
+    assert (status, payload["accepted"]) == (200, 1)
+    (rejected,) = payload["rejected"]
+    assert (rejected["index"], rejected["reason"]) == (0, "invalid_properties")
+    assert rejected["errors"][0]["path"] == "$.properties.position_ms"
+    assert [record.topic for record in memory_sink.records] == [
+        "events.track_played",
+        "events._invalid",
+    ]
+    # the widest int64 still passes
+    status, payload = await post(
+        collector, batch_of(event_bytes(b"{" + PROPS[:-1] + b"%d}" % (2**63 - 1))), JSON
     )
     assert (status, payload["accepted"]) == (200, 1)
 

@@ -108,6 +108,8 @@ def test_typed_events_round_trip_through_the_loaders_decoder(schemas: SchemaRegi
         (b'{"track_id": "t", "artist_id": "a", "position_ms": 1, "shuffle": null}', "bool"),
         (b'{"track_id": "t", "artist_id": "a", "position_ms": 1, "x": 1}', "unknown field"),
         (b'{"track_id": "t", "artist_id": "a"}', "missing required field `position_ms`"),
+        # the loader's implicit int64 bound where the schema sets no maximum
+        (b'{"track_id": "t", "artist_id": "a", "position_ms": 9223372036854775808}', "<= 9223"),
     ],
 )
 def test_generated_structs_reject_what_the_schema_forbids(

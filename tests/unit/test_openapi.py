@@ -51,6 +51,9 @@ async def check(response: ClientResponse, path: str, method: str = "post") -> An
     documented = operation["responses"][status]
     for header in documented.get("headers", {}):
         assert header in response.headers, f"{status} must carry {header}"
+    if "content" not in documented:
+        assert await response.read() == b"", f"{status} is documented without a body"
+        return None
     content_type = response.content_type
     assert content_type in documented["content"], (status, content_type)
     if content_type != "application/json":
@@ -162,5 +165,38 @@ async def test_key_refusals_match_the_document(
             statuses.append(response.status)
             await check(response, "/v1/batch")
         assert statuses == [401, 401, 403, 429]
+    finally:
+        await client.close()
+
+
+async def test_cors_preflights_match_the_document(
+    tmp_path: Path, memory_sink: MemorySink, schemas: SchemaRegistry
+) -> None:
+    path = tmp_path / "capture.toml"
+    path.write_text(
+        "[[sources]]\n"
+        'name = "web"\n'
+        'kind = "browser"\n'
+        'events = "*"\n'
+        'key = "browser-key-0123456789"\n'
+        'allowed_origins = ["https://app.example.com"]\n'
+    )
+    client = await start_collector(
+        Settings(sink="memory", config_file=str(path)), memory_sink, schemas
+    )
+    try:
+        statuses = []
+        for origin, method in [
+            ("https://app.example.com", "POST"),
+            ("https://evil.example.net", "POST"),
+            ("https://app.example.com", "DELETE"),
+        ]:
+            response = await client.options(
+                "/v1/batch",
+                headers={"Origin": origin, "Access-Control-Request-Method": method},
+            )
+            statuses.append(response.status)
+            await check(response, "/v1/batch", "options")
+        assert statuses == [204, 403, 403]
     finally:
         await client.close()

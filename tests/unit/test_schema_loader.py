@@ -99,8 +99,15 @@ PLAN_INVALID = [
 def test_bundled_plan_has_every_event_and_version() -> None:
     registry = load_registry()
     events = ["artist_profile_viewed", "page_viewed", "playlist_updated", "track_played"]
-    assert registry.events() == events
-    assert [(s.event, s.version) for s in registry] == [(e, 1) for e in events] + [(events[3], 2)]
+    # the built-in schemas of Segment-compatible calls (issue #8)
+    built_in = ["alias", "group", "identify", "page", "screen"]
+    assert registry.events() == sorted(events + built_in)
+    assert [(s.event, s.version) for s in registry if s.event not in built_in] == [
+        (e, 1) for e in events
+    ] + [(events[3], 2)]
+    assert [(s.event, s.version) for s in registry if s.event in built_in] == [
+        (e, 1) for e in built_in
+    ]
     assert registry.versions("track_played") == [1, 2]
     assert ("track_played", 3) not in registry
     assert plan_schema("playlist_updated", 1).file == PLAN_DIR / "playlist_updated" / "v1.json"
@@ -172,6 +179,41 @@ def test_keyword(
     compiled = load_one(tmp_path, prop(schema))
     assert decode(compiled, {"x": good}) == {"x": good}
     assert_rejected(compiled, {"x": bad}, message)
+
+
+INT64_MAX = 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    "node",
+    [t("integer"), t(["integer", "null"]), t("array", items=t("integer"))],
+    ids=["integer", "integer-or-null", "array-items"],
+)
+def test_an_unbounded_integer_is_bounded_to_int64(tmp_path: Path, node: dict[str, Any]) -> None:
+    """Consumers downstream cannot read a wider integer (properties are forwarded as sent)."""
+    compiled = load_one(tmp_path, prop(node))
+
+    def value(n: int) -> object:
+        return [n] if node["type"] == "array" else n
+
+    for edge in (INT64_MAX, -INT64_MAX - 1):
+        assert decode(compiled, {"x": value(edge)}) == {"x": value(edge)}
+    assert_rejected(compiled, {"x": value(INT64_MAX + 1)}, f"<= {INT64_MAX}")
+    assert_rejected(compiled, {"x": value(-INT64_MAX - 2)}, f">= {-INT64_MAX - 1}")
+    with pytest.raises(msgspec.ValidationError, match=re.escape(f"<= {INT64_MAX}")):
+        compiled.decode_properties(
+            b'{"x":' + (b"[1%s]" if node["type"] == "array" else b"1%s") % (b"0" * 400) + b"}"
+        )
+
+
+def test_a_schema_bound_replaces_only_its_own_side_of_the_int64_bound(tmp_path: Path) -> None:
+    compiled = load_one(tmp_path, prop(t("integer", minimum=0)))
+    assert_rejected(compiled, {"x": -1}, ">= 0")
+    assert_rejected(compiled, {"x": INT64_MAX + 1}, f"<= {INT64_MAX}")
+    compiled = load_one(tmp_path, prop(t("integer", exclusiveMaximum=10)))
+    assert_rejected(compiled, {"x": 10}, "<= 9")  # msgspec words `< 10` on an int so
+    assert_rejected(compiled, {"x": -INT64_MAX - 2}, f">= {-INT64_MAX - 1}")
+    assert compiled.document["properties"]["x"] == t("integer", exclusiveMaximum=10)
 
 
 def test_required_property_must_be_present(tmp_path: Path) -> None:

@@ -1,0 +1,153 @@
+"""HTTP edge of the Segment-compatible API: `/compat/segment/v1/batch` and the single-call routes.
+
+Auth, body limits, validation, dedup, enrichment, routing and publishing are the native
+pipeline's (`collector.handlers.receive` and `deliver`); this module only decodes Segment's
+envelope and hands the translated events over. It must not publish or count on its own.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import msgspec
+from aiohttp import web
+
+from collector import auth, handlers, keys
+from collector.client_ip import RequestContext
+from collector.decoding import DecodedBatch
+from collector.errors import BadRequest, PayloadTooLarge
+from collector.limits import ENVELOPE_DEPTH, exceeds_depth, is_utf8
+from collector.model import Rejected
+from collector.segment.config import SegmentConfig
+from collector.segment.mapping import TYPES, Mapper, SegmentBatch
+from collector.sources import KeyEntry
+from collector.validation import BatchVerdict, validate_batch
+
+# An SDK configured with host `http://<collector>/compat/segment` posts to PREFIX + /v1/batch.
+PREFIX = "/compat/segment"
+SEGMENT_CONFIG = web.AppKey("segment_config", SegmentConfig)
+# A single-call body is the message itself: the body object and batch array are not there.
+SINGLE_ENVELOPE_DEPTH = ENVELOPE_DEPTH - 2
+
+
+class SegmentResponse(msgspec.Struct, frozen=True):
+    """Segment answers `{"success": true}`; its clients read only the status. The counts and
+    rejections are for people debugging with curl (rejections are also dead-lettered)."""
+
+    success: bool
+    accepted: int
+    rejected: list[Rejected]
+
+
+class _Single(msgspec.Struct, rename="camel"):
+    sent_at: object = None
+
+
+_batch_decoder = msgspec.json.Decoder(SegmentBatch)
+_single_decoder = msgspec.json.Decoder(_Single)
+
+
+def add_routes(app: web.Application, config: SegmentConfig) -> None:
+    app[SEGMENT_CONFIG] = config
+    app.router.add_post(PREFIX + "/v1/batch", handle_batch)
+    for kind in TYPES:
+        app.router.add_post(f"{PREFIX}/v1/{kind}", functools.partial(handle_single, kind=kind))
+
+
+async def handle_batch(request: web.Request) -> web.Response:
+    return await handlers.receive(request, _ingest_batch)
+
+
+async def handle_single(request: web.Request, *, kind: str) -> web.Response:
+    return await handlers.receive(request, functools.partial(_ingest_single, kind=kind))
+
+
+async def _ingest_batch(
+    app: web.Application, body: bytes, client: RequestContext, entry: KeyEntry | None
+) -> web.Response:
+    settings = app[keys.SETTINGS]
+    if not is_utf8(body):
+        raise BadRequest("body is not valid UTF-8", reason="malformed_json")
+    try:
+        envelope = _batch_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(
+            f'body is not a Segment batch {{"batch": [...]}}: {exc}', reason="invalid_envelope"
+        ) from exc
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}", reason="malformed_json") from exc
+    except RecursionError as exc:  # msgspec stops at Python's recursion limit (msgspec#1033)
+        raise _too_deep(settings.max_json_depth) from exc
+    if exceeds_depth(body, settings.max_json_depth + ENVELOPE_DEPTH):
+        raise _too_deep(settings.max_json_depth)
+    if len(envelope.batch) > settings.max_batch_events:
+        raise PayloadTooLarge(
+            f"batch of {len(envelope.batch)} messages exceeds the limit of"
+            f" {settings.max_batch_events}; send smaller batches",
+            reason="too_many_events",
+        )
+    sent_at = envelope.sent_at if isinstance(envelope.sent_at, str) else None
+    return await _translate(app, body, envelope.batch, sent_at, client, entry, kind=None)
+
+
+async def _ingest_single(
+    app: web.Application,
+    body: bytes,
+    client: RequestContext,
+    entry: KeyEntry | None,
+    *,
+    kind: str,
+) -> web.Response:
+    settings = app[keys.SETTINGS]
+    if not is_utf8(body):
+        raise BadRequest("body is not valid UTF-8", reason="malformed_json")
+    try:
+        single = _single_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(
+            f"body is not a Segment message (a JSON object): {exc}", reason="invalid_envelope"
+        ) from exc
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}", reason="malformed_json") from exc
+    except RecursionError as exc:
+        raise _too_deep(settings.max_json_depth) from exc
+    if exceeds_depth(body, settings.max_json_depth + SINGLE_ENVELOPE_DEPTH):
+        raise _too_deep(settings.max_json_depth)
+    sent_at = single.sent_at if isinstance(single.sent_at, str) else None
+    return await _translate(app, body, [msgspec.Raw(body)], sent_at, client, entry, kind=kind)
+
+
+def _too_deep(max_json_depth: int) -> BadRequest:
+    return BadRequest(
+        f"JSON nests deeper than {max_json_depth} levels inside a message", reason="too_deep"
+    )
+
+
+async def _translate(
+    app: web.Application,
+    body: bytes,
+    messages: list[msgspec.Raw],
+    sent_at: str | None,
+    client: RequestContext,
+    entry: KeyEntry | None,
+    *,
+    kind: str | None,
+) -> web.Response:
+    settings = app[keys.SETTINGS]
+    plan = app[keys.PLAN].current  # one snapshot for the whole request, even across a reload
+    mapper = Mapper(app[SEGMENT_CONFIG], plan.schemas)
+    mapped = mapper.map_batch(messages, received_at=app[keys.CLOCK](), forced_type=kind)
+    # the translated events, each with its message's bytes as sent (what a dead letter keeps)
+    batch = DecodedBatch(body, mapped.events, mapped.raws, sent_at)
+    auth.check_events(entry, batch, app[keys.METRICS])  # by schema name, as on /v1/batch
+    verdict = validate_batch(batch, plan.schemas, max_event_bytes=settings.max_event_bytes)
+    invalid = verdict.invalid
+    for rejected in invalid:  # positions in the translated list -> in the Segment batch
+        rejected.index = mapped.positions[rejected.index]
+    if mapped.invalid:
+        invalid = sorted(invalid + mapped.invalid, key=lambda rejected: rejected.index)
+        verdict = BatchVerdict(verdict.valid, invalid, verdict.annotated)
+    rejections = await handlers.deliver(app, plan, verdict, sent_at=sent_at, client=client)
+    return handlers.json_response(
+        SegmentResponse(success=True, accepted=len(verdict.valid), rejected=rejections)
+    )
