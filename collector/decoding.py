@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections.abc import Callable
+from typing import TypeVar
 
 import msgspec
 from aiohttp import web
@@ -32,6 +33,8 @@ from collector.limits import (
     is_utf8,
 )
 from collector.model import RawBatch, TypedBatch, WireEvent
+
+T = TypeVar("T")
 
 READ_CHUNK_BYTES = 65_536
 # wbits for zlib to expect a gzip header and trailer.
@@ -203,46 +206,62 @@ def decode_batch(
     `max_json_depth` bounds every event's properties and context (they are passed on as
     bytes, so nothing else would bound what consumers downstream must parse).
     """
-    if not is_utf8(body):
-        # msgspec does not check the encoding of `Raw` fields, and a schema's str field would
-        # raise UnicodeDecodeError later: refuse here, once per request.
-        raise BadRequest("body is not valid UTF-8", reason="malformed_json")
+    require_utf8(body)
     try:
         typed = _typed_decoder.decode(body)
         batch = DecodedBatch(body, typed.batch, None, typed.sent_at)
     except msgspec.ValidationError:
         # some event (or the envelope) is off: find out which
-        batch = _decode_raw(body, max_json_depth)
+        raw = decode_envelope(
+            body, _raw_decoder, shape='a batch envelope {"batch": [...]}', depth=max_json_depth
+        )
+        batch = DecodedBatch(body, None, raw.batch, raw.sent_at)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"body is not valid JSON: {exc}", reason="malformed_json") from exc
     except RecursionError as exc:
-        raise _too_deep(max_json_depth) from exc
-    if exceeds_depth(body, max_json_depth + ENVELOPE_DEPTH):
-        raise _too_deep(max_json_depth)
-    if len(batch) > max_events:
-        raise PayloadTooLarge(
-            f"batch of {len(batch)} events exceeds the limit of {max_events}; send smaller batches",
-            reason="too_many_events",
-        )
+        raise too_deep(max_json_depth) from exc
+    require_depth(body, max_json_depth, ENVELOPE_DEPTH)
+    require_batch_size(len(batch), max_events)
     return batch
 
 
-def _decode_raw(body: bytes, max_json_depth: int) -> DecodedBatch:
+# The whole-request checks, shared by every envelope the collector accepts (native, Segment).
+
+
+def require_utf8(body: bytes) -> None:
+    if not is_utf8(body):
+        # msgspec does not check the encoding of `Raw` fields, and a schema's str field would
+        # raise UnicodeDecodeError later: refuse here, once per request.
+        raise BadRequest("body is not valid UTF-8", reason="malformed_json")
+
+
+def decode_envelope(body: bytes, decoder: msgspec.json.Decoder[T], *, shape: str, depth: int) -> T:
+    """Decode a request's envelope; every way it can fail is a 400 naming what was expected."""
     try:
-        raw = _raw_decoder.decode(body)
+        return decoder.decode(body)
     except msgspec.ValidationError as exc:
-        raise BadRequest(
-            f'body is not a batch envelope {{"batch": [...]}}: {exc}', reason="invalid_envelope"
-        ) from exc
+        raise BadRequest(f"body is not {shape}: {exc}", reason="invalid_envelope") from exc
     except msgspec.DecodeError as exc:
-        # the typed pass stopped at a bad envelope before reaching the malformed part
         raise BadRequest(f"body is not valid JSON: {exc}", reason="malformed_json") from exc
     except RecursionError as exc:
-        raise _too_deep(max_json_depth) from exc
-    return DecodedBatch(body, None, raw.batch, raw.sent_at)
+        raise too_deep(depth) from exc
 
 
-def _too_deep(max_json_depth: int) -> BadRequest:
+def require_depth(body: bytes, max_json_depth: int, envelope_depth: int) -> None:
+    """Every event's content within `max_json_depth`, below `envelope_depth` wrapping levels."""
+    if exceeds_depth(body, max_json_depth + envelope_depth):
+        raise too_deep(max_json_depth)
+
+
+def require_batch_size(events: int, max_events: int) -> None:
+    if events > max_events:
+        raise PayloadTooLarge(
+            f"batch of {events} events exceeds the limit of {max_events}; send smaller batches",
+            reason="too_many_events",
+        )
+
+
+def too_deep(max_json_depth: int) -> BadRequest:
     # msgspec itself stops at Python's recursion limit with RecursionError (msgspec#1033).
     return BadRequest(
         f"JSON nests deeper than {max_json_depth} levels inside an event", reason="too_deep"

@@ -90,3 +90,10 @@ async def collector(memory_sink: MemorySink, schemas: SchemaRegistry) -> AsyncIt
 def kafka_broker() -> Iterator[KafkaBroker]:
     with KafkaBroker() as broker:
         yield broker
+
+
+@pytest.fixture
+def own_broker() -> Iterator[KafkaBroker]:
+    """A broker of the test's own, for tests that stop and restart it under load."""
+    with KafkaBroker() as broker:
+        yield broker

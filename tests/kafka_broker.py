@@ -103,6 +103,16 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id that StorageTool's argument parser accepts: one starting with
+    `-` (1 in 64 of them) would be read as an option (Kafka's own Uuid.randomUuid skips those).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class KafkaBroker:
     """One broker process. `stop()` then `start()` restarts it on the same ports and data."""
 
@@ -174,7 +184,7 @@ class KafkaBroker:
         (self.work_dir / "logs").mkdir(exist_ok=True)
         config = self._write_config()
         if not self._formatted:
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = new_cluster_id()
             subprocess.run(
                 self._java(
                     "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)

@@ -14,9 +14,14 @@ from aiohttp import web
 
 from collector import auth, handlers, keys
 from collector.client_ip import RequestContext
-from collector.decoding import DecodedBatch
-from collector.errors import BadRequest, PayloadTooLarge
-from collector.limits import ENVELOPE_DEPTH, exceeds_depth, is_utf8
+from collector.decoding import (
+    DecodedBatch,
+    decode_envelope,
+    require_batch_size,
+    require_depth,
+    require_utf8,
+)
+from collector.limits import ENVELOPE_DEPTH
 from collector.model import Rejected
 from collector.segment.config import SegmentConfig
 from collector.segment.mapping import TYPES, Mapper, SegmentBatch
@@ -66,26 +71,12 @@ async def _ingest_batch(
     app: web.Application, body: bytes, client: RequestContext, entry: KeyEntry | None
 ) -> web.Response:
     settings = app[keys.SETTINGS]
-    if not is_utf8(body):
-        raise BadRequest("body is not valid UTF-8", reason="malformed_json")
-    try:
-        envelope = _batch_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise BadRequest(
-            f'body is not a Segment batch {{"batch": [...]}}: {exc}', reason="invalid_envelope"
-        ) from exc
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}", reason="malformed_json") from exc
-    except RecursionError as exc:  # msgspec stops at Python's recursion limit (msgspec#1033)
-        raise _too_deep(settings.max_json_depth) from exc
-    if exceeds_depth(body, settings.max_json_depth + ENVELOPE_DEPTH):
-        raise _too_deep(settings.max_json_depth)
-    if len(envelope.batch) > settings.max_batch_events:
-        raise PayloadTooLarge(
-            f"batch of {len(envelope.batch)} messages exceeds the limit of"
-            f" {settings.max_batch_events}; send smaller batches",
-            reason="too_many_events",
-        )
+    depth = settings.max_json_depth
+    require_utf8(body)
+    shape = 'a Segment batch {"batch": [...]}'
+    envelope = decode_envelope(body, _batch_decoder, shape=shape, depth=depth)
+    require_depth(body, depth, ENVELOPE_DEPTH)
+    require_batch_size(len(envelope.batch), settings.max_batch_events)
     sent_at = envelope.sent_at if isinstance(envelope.sent_at, str) else None
     return await _translate(app, body, envelope.batch, sent_at, client, entry, kind=None)
 
@@ -98,29 +89,13 @@ async def _ingest_single(
     *,
     kind: str,
 ) -> web.Response:
-    settings = app[keys.SETTINGS]
-    if not is_utf8(body):
-        raise BadRequest("body is not valid UTF-8", reason="malformed_json")
-    try:
-        single = _single_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise BadRequest(
-            f"body is not a Segment message (a JSON object): {exc}", reason="invalid_envelope"
-        ) from exc
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}", reason="malformed_json") from exc
-    except RecursionError as exc:
-        raise _too_deep(settings.max_json_depth) from exc
-    if exceeds_depth(body, settings.max_json_depth + SINGLE_ENVELOPE_DEPTH):
-        raise _too_deep(settings.max_json_depth)
+    depth = app[keys.SETTINGS].max_json_depth
+    require_utf8(body)
+    shape = "a Segment message (a JSON object)"
+    single = decode_envelope(body, _single_decoder, shape=shape, depth=depth)
+    require_depth(body, depth, SINGLE_ENVELOPE_DEPTH)
     sent_at = single.sent_at if isinstance(single.sent_at, str) else None
     return await _translate(app, body, [msgspec.Raw(body)], sent_at, client, entry, kind=kind)
-
-
-def _too_deep(max_json_depth: int) -> BadRequest:
-    return BadRequest(
-        f"JSON nests deeper than {max_json_depth} levels inside a message", reason="too_deep"
-    )
 
 
 async def _translate(

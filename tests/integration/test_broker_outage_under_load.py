@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 
 import msgspec
 import pytest
@@ -29,12 +28,6 @@ SINK_TIMEOUT_S = 2.0
 # Load kept up while the broker is down, so that many requests meet the outage.
 OUTAGE_LOAD_S = 3.0
 RECOVERY_TIMEOUT_S = 90.0
-
-
-@pytest.fixture
-def own_broker() -> Iterator[KafkaBroker]:
-    with KafkaBroker() as broker:
-        yield broker
 
 
 async def test_broker_stop_under_load_gives_only_503_and_recovers(

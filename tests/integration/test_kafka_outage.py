@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 
 import msgspec
 import pytest
@@ -26,12 +25,6 @@ from tests.waiting import eventually
 pytestmark = pytest.mark.kafka
 
 SINK_TIMEOUT_S = 2.0
-
-
-@pytest.fixture
-def own_broker() -> Iterator[KafkaBroker]:
-    with KafkaBroker() as broker:
-        yield broker
 
 
 async def test_outage_gives_503_then_sdk_retry_delivers(
