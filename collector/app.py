@@ -25,6 +25,7 @@ from collector.openapi import handle_openapi
 from collector.ratelimit import RateLimiter
 from collector.reload import PlanHolder, build_plan, sighup_reload
 from collector.settings import Settings
+from collector.shutdown import ShutdownClock
 from collector.sinks import Sink, build_sink
 from collector.sources import Sources, build_sources
 from event_schemas import SchemaRegistry, load_registry
@@ -116,6 +117,8 @@ def create_app(
     app[keys.RATE_LIMITER] = RateLimiter(sources, bucket_clock_s)
     app.on_startup.append(_warn_when_open)
     app[keys.INFLIGHT] = InFlight(settings.max_inflight_bytes)  # the handler sets the gauge
+    app[keys.SHUTDOWN] = ShutdownClock(settings.shutdown_timeout_s)
+    app.on_shutdown.append(_start_shutdown_clock)
     app.cleanup_ctx.append(_sink_lifecycle)
     if reload_on_sighup:
         app.cleanup_ctx.append(sighup_reload)
@@ -142,4 +145,9 @@ async def _sink_lifecycle(app: web.Application) -> AsyncIterator[None]:
     sink = app[keys.SINK]
     await sink.start()
     yield
-    await sink.stop()
+    await sink.stop(timeout_s=app[keys.SHUTDOWN].flush_budget_s())
+
+
+async def _start_shutdown_clock(app: web.Application) -> None:
+    # on_shutdown runs once the listener is closed, before aiohttp waits for the handlers
+    app[keys.SHUTDOWN].start()

@@ -19,6 +19,7 @@ from collector import replay
 from collector.app import RUNNER_OPTIONS, ServerSetupError, create_app, require_c_http_parser
 from collector.logs import configure_logging
 from collector.settings import FIELDS, Settings, SettingsError, env_var, load_settings
+from collector.shutdown import drain_timeout_s
 from collector.workers import run_workers
 from event_schemas import SchemaLoadError, check_registry, load_registry
 from event_schemas.codegen import PYTHON_OUT, TYPESCRIPT_OUT, python_source, typescript_source
@@ -147,8 +148,9 @@ def serve_one(settings: Settings, *, reuse_port: bool = False) -> int:
         access_log=None,
         reuse_port=reuse_port or None,
         # SIGTERM: aiohttp closes the listener, waits this long for handlers, then runs the
-        # cleanup that stops (flushes) the sink; a handler cut off sends no 200.
-        shutdown_timeout=settings.shutdown_timeout_s,
+        # cleanup that stops (flushes) the sink in the rest of shutdown_timeout_s; a handler
+        # cut off sends no 200.
+        shutdown_timeout=drain_timeout_s(settings.shutdown_timeout_s),
         **RUNNER_OPTIONS,
     )
     return 0

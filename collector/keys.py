@@ -15,6 +15,7 @@ from collector.dedup import Deduplicator
 from collector.metrics import Metrics
 from collector.ratelimit import RateLimiter
 from collector.settings import Settings
+from collector.shutdown import ShutdownClock
 from collector.sinks.base import Sink
 from collector.sources import Sources
 
@@ -38,3 +39,5 @@ DEDUP: web.AppKey[Deduplicator | None] = web.AppKey("dedup")
 # write keys from the config file (empty: open, development mode) and their token buckets
 SOURCES = web.AppKey("sources", Sources)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
+# started by on_shutdown (SIGTERM); the sink's stop gets what is left of the budget
+SHUTDOWN = web.AppKey("shutdown", ShutdownClock)

@@ -59,8 +59,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # The deadline for the sink to acknowledge a request's events before the answer is 503.
     sink_timeout_s: PositiveFloat = 5.0
     retry_after_s: PositiveInt = 2
-    # On SIGTERM the listener closes at once; requests in flight get this long to finish
-    # (each is already bounded by sink_timeout_s), then the sink flushes (Kafka: 10 s at most).
+    # On SIGTERM the listener closes at once; requests in flight finish (each bounded by
+    # sink_timeout_s), then the sink flushes: both within this (see collector/shutdown.py).
     shutdown_timeout_s: PositiveFloat = 15.0
     max_body_bytes: PositiveInt = 1_048_576
     # Request bytes being processed at once in this process; past it, 503 at once (no queue).

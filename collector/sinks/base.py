@@ -39,8 +39,8 @@ class Sink(abc.ABC):
     async def start(self) -> None:  # noqa: B027  # optional hook
         """Connect or open; may leave the sink not ready (publish then answers RETRIABLE)."""
 
-    async def stop(self) -> None:  # noqa: B027  # optional hook
-        """Flush what is in flight and release resources."""
+    async def stop(self, *, timeout_s: float | None = None) -> None:  # noqa: B027  # optional
+        """Flush what is in flight and release resources, giving up after `timeout_s`."""
 
     @abc.abstractmethod
     async def publish(self, records: Sequence[Record], *, timeout_s: float) -> list[Outcome]:

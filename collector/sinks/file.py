@@ -105,11 +105,15 @@ class FileSink(Sink):
         self._stopping = False
         self._writer = asyncio.create_task(self._run(), name="file-sink-writer")
 
-    async def stop(self) -> None:
+    async def stop(self, *, timeout_s: float | None = None) -> None:
         self._stopping = True
         self._wake.set()
         if self._writer is not None:
-            await self._writer
+            # the writer ends after its last group commit; a disk that hangs must not hang exit
+            done, _ = await asyncio.wait([self._writer], timeout=timeout_s)
+            if not done:
+                log.error("file sink writer did not finish within %.1fs; exiting anyway", timeout_s)
+                self._writer.cancel()
             self._writer = None
         for topic_log in self._logs.values():
             topic_log.close()

@@ -160,7 +160,7 @@ class KafkaSink(Sink):
         if self._on_producer_restart is not None:
             self._on_producer_restart(why)
 
-    async def stop(self) -> None:
+    async def stop(self, *, timeout_s: float | None = None) -> None:
         for task in (self._starter, self._watcher):
             if task is not None:
                 task.cancel()
@@ -171,7 +171,7 @@ class KafkaSink(Sink):
             queue.fail_all(Outcome.RETRIABLE)
         self._queues.clear()
         if producer is not None:
-            await _stop_producer(producer, STOP_TIMEOUT_S)
+            await _stop_producer(producer, STOP_TIMEOUT_S if timeout_s is None else timeout_s)
 
     async def ready(self) -> bool:
         if not self._check_producer():  # being (re)started, or its sender just died

@@ -25,7 +25,7 @@ class MemorySink(Sink):
     async def start(self) -> None:
         self.started = True
 
-    async def stop(self) -> None:
+    async def stop(self, *, timeout_s: float | None = None) -> None:
         self.started = False
 
     async def publish(self, records: Sequence[Record], *, timeout_s: float) -> list[Outcome]:
