@@ -320,6 +320,10 @@ def main(argv: list[str] | None = None) -> int:
         results["interrupted"] = interrupted
         results["targets"] = report.targets(results)
         stamp = started.strftime("%Y%m%dT%H%M%SZ")
+        # again at the end: a py-spy that wrote its file after the stage's own pass did leaves
+        # this machine's command line in the committed stacks
+        for stacks in args.results_dir.glob("profile-*.txt"):
+            stacks.write_text(profiler.strip_process_frames(stacks.read_text()))
         written = [
             report.write_json(results, args.results_dir, stamp),
             report.write_markdown(results, args.results_dir),
