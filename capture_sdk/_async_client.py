@@ -48,11 +48,11 @@ from capture_sdk._delivery import (
     DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_EVENT_BYTES,
     GZIP_LEVEL,
+    RequestHeaders,
     SizeLimits,
     batch_body,
     check_positive,
     encode_batch,
-    request_headers,
     settled_events,
 )
 from capture_sdk._errors import ConfigurationError, TransportError
@@ -84,6 +84,7 @@ class AsyncClient(ClientBase):
         endpoint: str | None = None,
         *,
         write_key: str | None = None,
+        signing_secret: str | None = None,
         transport: AsyncTransport | None = None,
         # smaller than Client's 500: each batch is encoded on the loop, between two yields
         batch_size: int = 100,
@@ -127,7 +128,7 @@ class AsyncClient(ClientBase):
         self._gzip = gzip
         self._policy = retry or RetryPolicy()
         self._on_error = on_error
-        self._headers = request_headers(write_key, use_gzip=gzip)
+        self._headers = RequestHeaders(write_key, use_gzip=gzip, signing_secret=signing_secret)
         self._encoder = msgspec.json.Encoder()
         self._validator = LocalValidator(validation, schemas)
         self._limits = SizeLimits(max_batch_bytes, max_event_bytes)
@@ -355,7 +356,8 @@ class AsyncClient(ClientBase):
                 attempt += 1
                 retry_after_s: float | None = None
                 try:
-                    response = await self._transport.send(await self._body(payload), self._headers)
+                    body = await self._body(payload)
+                    response = await self._transport.send(body, self._headers.for_body(body))
                 except TransportError as exc:
                     log.debug("batch of %d not sent: %s", len(events), exc)
                 else:

@@ -16,9 +16,9 @@ from capture_sdk._buffer import EventBuffer
 from capture_sdk._delivery import (
     DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_EVENT_BYTES,
+    RequestHeaders,
     SizeLimits,
     check_positive,
-    request_headers,
 )
 from capture_sdk._errors import ConfigurationError
 from capture_sdk._events import ClientStats, QueuedEvent
@@ -49,6 +49,7 @@ class Client(ClientBase):
         endpoint: str | None = None,
         *,
         write_key: str | None = None,
+        signing_secret: str | None = None,
         transport: Transport | None = None,
         batch_size: int = 500,
         max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
@@ -91,7 +92,7 @@ class Client(ClientBase):
         self._exit_timeout_s = exit_timeout_s
         self._transport = transport
         self._queue_sizes = (max_queue_size, batch_size)
-        self._headers = request_headers(write_key, use_gzip=gzip)
+        self._headers = RequestHeaders(write_key, use_gzip=gzip, signing_secret=signing_secret)
         self._policy = retry or RetryPolicy()
         self._flush_interval_s = flush_interval_s
         self._gzip = gzip

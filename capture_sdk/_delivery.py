@@ -7,6 +7,8 @@ No I/O and no threads here: the clients own sending and waiting.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import logging
 import platform
 import socket
@@ -60,16 +62,41 @@ def check_positive(**values: float) -> None:
             raise ConfigurationError(f"{name} must be > 0, got {value!r}")
 
 
-def request_headers(write_key: str | None, *, use_gzip: bool) -> dict[str, str]:
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": f"capture-sdk-python/{__version__}",
-    }
-    if write_key:
-        headers["Authorization"] = f"Bearer {write_key}"
-    if use_gzip:
-        headers["Content-Encoding"] = "gzip"
-    return headers
+# Request signing for server keys that require it: the collector's `v1` scheme
+# (collector/auth.py), HMAC-SHA256 over "<unix seconds>." and the body as sent.
+TIMESTAMP_HEADER = "X-Capture-Timestamp"
+SIGNATURE_HEADER = "X-Capture-Signature"
+
+
+class RequestHeaders:
+    """The headers of every POST; with a signing secret, each attempt is signed afresh (a
+    retry minutes later must carry a timestamp inside the collector's tolerance window)."""
+
+    __slots__ = ("_secret", "base")
+
+    def __init__(
+        self, write_key: str | None, *, use_gzip: bool, signing_secret: str | None = None
+    ) -> None:
+        self.base = {
+            "Content-Type": "application/json",
+            "User-Agent": f"capture-sdk-python/{__version__}",
+        }
+        if write_key:
+            self.base["Authorization"] = f"Bearer {write_key}"
+        if use_gzip:
+            self.base["Content-Encoding"] = "gzip"
+        if signing_secret is not None and not signing_secret:
+            raise ConfigurationError("signing_secret must not be empty")
+        self._secret = signing_secret.encode() if signing_secret else None
+
+    def for_body(self, body: bytes) -> Mapping[str, str]:
+        """The headers to send `body` (the bytes on the wire, gzipped when gzip is on) with."""
+        if self._secret is None:
+            return self.base
+        stamp = str(int(time.time()))
+        mac = hmac.new(self._secret, stamp.encode() + b".", hashlib.sha256)
+        mac.update(body)
+        return {**self.base, TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: "v1=" + mac.hexdigest()}
 
 
 def queue_event(

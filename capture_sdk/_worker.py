@@ -14,7 +14,6 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Mapping
 
 import msgspec
 
@@ -22,6 +21,7 @@ from capture_sdk._buffer import EventBuffer
 from capture_sdk._delivery import (
     GZIP_LEVEL,
     Chunk,
+    RequestHeaders,
     SizeLimits,
     batch_body,
     encode_batch,
@@ -49,7 +49,7 @@ class Worker:
         policy: RetryPolicy,
         outcomes: Outcomes,
         validator: LocalValidator,
-        headers: Mapping[str, str],
+        headers: RequestHeaders,
         flush_interval_s: float,
         use_gzip: bool,
         limits: SizeLimits,
@@ -61,7 +61,7 @@ class Worker:
         self._outcomes = outcomes
         self._validator = validator
         self._counters = outcomes.counters
-        self._headers = dict(headers)
+        self._headers = headers
         self._flush_interval_s = flush_interval_s
         self._use_gzip = use_gzip
         self._limits = limits
@@ -149,7 +149,8 @@ class Worker:
             attempt += 1
             retry_after_s: float | None = None
             try:
-                response = self._transport.send(self._body(payload), self._headers)
+                body = self._body(payload)
+                response = self._transport.send(body, self._headers.for_body(body))
             except TransportError as exc:
                 log.debug("batch of %d not sent: %s", len(events), exc)
             else:

@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from collector.app import RUNNER_OPTIONS, create_app
+from collector.keys import Clock
 from collector.settings import Settings
 from collector.sinks import MemorySink, Sink
 from event_schemas import SchemaRegistry, load_registry
@@ -32,9 +33,12 @@ def memory_sink() -> MemorySink:
     return MemorySink()
 
 
-async def start_collector(settings: Settings, sink: Sink, schemas: SchemaRegistry) -> HttpClient:
-    """The real app and handlers on a real loopback socket, as `capture serve` runs them."""
-    app = create_app(settings, sink=sink, clock=lambda: FIXED_NOW, schemas=schemas)
+async def start_collector(
+    settings: Settings, sink: Sink, schemas: SchemaRegistry, *, clock: Clock | None = None
+) -> HttpClient:
+    """The real app and handlers on a real loopback socket, as `capture serve` runs them;
+    the clock is fixed (FIXED_NOW) unless one is given."""
+    app = create_app(settings, sink=sink, clock=clock or (lambda: FIXED_NOW), schemas=schemas)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server(**RUNNER_OPTIONS)
     client: HttpClient = TestClient(server)
