@@ -147,6 +147,9 @@ def _dead_letter(
             ("event_id", str(envelope.event_id).encode()),
         ]
     headers.append(("content-type", CONTENT_TYPE))
+    # An event from another ingest API (Segment) says so, because its value then holds that
+    # API's message, not a native event; replay reads the marker to recover it.
+    headers.extend(event.extra_headers)
     assert event.raw is not None  # validate_batch fills it in
     value = DeadLetter(
         reason=event.reason,

@@ -34,6 +34,8 @@ class InvalidEvent:
     errors: list[FieldError]
     event: WireEvent | None = None  # the decoded envelope, when it decoded
     raw: msgspec.Raw | None = None  # the event as sent; filled in before routing
+    # more dead-letter headers: set by another ingest API (Segment) whose message `raw` holds
+    extra_headers: tuple[tuple[str, bytes], ...] = ()
 
     @property
     def event_id(self) -> str | None:

@@ -16,14 +16,17 @@ import os
 import sys
 from pathlib import Path
 
+from collector.config_file import load_config_file
 from collector.reload import build_plan
 from collector.replay.errors import BadInput, ReplayError
 from collector.replay.outputs import JsonlOutput, Output, ParquetOutput, TopicOutput
 from collector.replay.runner import Plan, ReplayAborted, run_replay
+from collector.replay.segment import SegmentRecovery
 from collector.replay.select import Filter, parse_where
 from collector.replay.sources import FileLogSource, KafkaSource, Selection, Source
 from collector.replay.transform import Upgrader
 from collector.routing import RouteTable
+from collector.segment.config import build_segment_config
 from collector.settings import Settings, SettingsError, load_settings
 from collector.sinks.base import Sink
 from collector.sinks.file import FileSink
@@ -52,7 +55,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     routing.add_argument("--topic-prefix", help="topic of event E is PREFIX+E")
     routing.add_argument("--topic-template", help="topic of an event, e.g. events.{event}")
     routing.add_argument("--dead-letter-topic")
-    routing.add_argument("--config-file", help="TOML with the [routing] fan-out rules")
+    routing.add_argument(
+        "--config-file", help="TOML with the [routing] fan-out rules and [segment] map"
+    )
     src.add_argument("--request-timeout-ms", type=int, default=10_000)
     sel = p.add_argument_group("selection")
     sel.add_argument("--since", help="ISO 8601 time, inclusive (no offset: UTC)")
@@ -153,10 +158,15 @@ def _build(args: argparse.Namespace) -> tuple[Source, Output | None, Plan]:
         schemas=schemas,
         dry_run=args.dry_run,
     )
-    if args.recover:
+    if args.recover and schemas is not None:
         plan.recover_with = routes  # the collector's topics, template and fan-out rules
         key = settings.pii_hash_key  # hash PII as the collector does
         plan.pii_hash_key = key.encode() if key else None
+        plan.max_event_bytes = settings.max_event_bytes
+        # Segment dead letters map with the collector's `[segment]` table, from the same file
+        config = load_config_file(settings.config_file)
+        segment = build_segment_config(config, path=settings.config_file)
+        plan.segment = SegmentRecovery(segment, schemas, settings.max_event_bytes)
     timeout_s = args.request_timeout_ms / 1000
     source: Source
     if args.bootstrap_servers:

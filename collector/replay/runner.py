@@ -13,9 +13,11 @@ from typing import Any, TextIO
 
 import msgspec
 
+from collector.limits import DEFAULT_MAX_EVENT_BYTES
 from collector.replay.errors import Unavailable
 from collector.replay.outputs import OutItem, Output
 from collector.replay.progress import Progress
+from collector.replay.segment import SegmentRecovery
 from collector.replay.select import Filter
 from collector.replay.sources import Malformed, Source, SourceRecord
 from collector.replay.summary import Summary
@@ -45,6 +47,8 @@ class Plan:
     recover_with: RouteTable | None = None
     schemas: SchemaRegistry | None = None  # the current plan, for recovery
     pii_hash_key: bytes | None = None
+    segment: SegmentRecovery | None = None  # maps Segment dead letters again (`[segment]`)
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES  # the collector's limit, as it validates
     dry_run: bool = False
 
 
@@ -119,7 +123,15 @@ def _step(
         return None
     if letter is not None and plan.recover_with is not None:
         assert plan.schemas is not None
-        outcome = recover(letter, plan.schemas, plan.recover_with, pii_hash_key=plan.pii_hash_key)
+        outcome = recover(
+            letter,
+            plan.schemas,
+            plan.recover_with,
+            pii_hash_key=plan.pii_hash_key,
+            headers=item.headers,
+            segment=plan.segment,
+            max_event_bytes=plan.max_event_bytes,
+        )
         if isinstance(outcome, StillInvalid):
             summary.still_invalid += 1
             return None

@@ -1,13 +1,15 @@
 """Replay's per-event transforms: dedup by event_id, upgrade to the newest version, and
 re-validation of dead letters under the current plan (recovery).
 
-Recovery reuses the collector's own stages (validate_event, enrich, route): a recovered event
-is exactly what the collector would have written had the fixed schema been live. No I/O here.
+Recovery reuses the collector's own stages (validate_event, or the Segment mapping then
+validate_batch; enrich, route): a recovered event is exactly what the collector would have
+written had the fixed schema (or `[segment]` map) been live. No I/O here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,10 +17,12 @@ import msgspec
 
 from collector.client_ip import RequestContext
 from collector.enrichment import enrich
+from collector.limits import DEFAULT_MAX_EVENT_BYTES
 from collector.model import DeadLetter
+from collector.replay.segment import SegmentRecovery, is_segment
 from collector.routing import RouteTable, route
 from collector.sinks.base import Record
-from collector.validation import InvalidEvent, validate_event
+from collector.validation import Annotated, InvalidEvent, validate_event
 from event_schemas import SchemaRegistry
 from event_schemas.errors import split_validation_error
 
@@ -117,13 +121,29 @@ def recover(
     table: RouteTable,
     *,
     pii_hash_key: bytes | None = None,
+    headers: Sequence[tuple[str, bytes]] = (),
+    segment: SegmentRecovery | None = None,
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
 ) -> list[Record] | StillInvalid:
-    """The records the collector would write for this event now, or why it is still invalid."""
-    verdict = validate_event(letter.index, letter.event, schemas)
-    if isinstance(verdict, InvalidEvent):
-        return StillInvalid(verdict.event_id, verdict.reason)
-    event, schema, properties = verdict
-    annotated = [(0, schema, properties)] if schema.metadata.needs_properties else []
+    """The records the collector would write for this event now, or why it is still invalid.
+
+    A Segment dead letter (marked in its `headers`) is mapped again with `segment` first."""
+    annotated: list[Annotated]
+    if is_segment(headers):
+        if segment is None:
+            return StillInvalid(None, "segment_not_configured")
+        mapped = segment.validate(letter, headers)
+        if isinstance(mapped, InvalidEvent):
+            return StillInvalid(mapped.event_id, mapped.reason)
+        event, annotated = mapped
+    else:
+        verdict = validate_event(
+            letter.index, letter.event, schemas, max_event_bytes=max_event_bytes
+        )
+        if isinstance(verdict, InvalidEvent):
+            return StillInvalid(verdict.event_id, verdict.reason)
+        event, schema, properties = verdict
+        annotated = [(0, schema, properties)] if schema.metadata.needs_properties else []
     # what the collector knew of the request is in the dead letter: the original receive time
     # and (since they are kept) sent_at, client address and agent; older letters have nulls
     received_at: dt.datetime = letter.received_at

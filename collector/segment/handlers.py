@@ -24,7 +24,7 @@ from collector.decoding import (
 from collector.limits import ENVELOPE_DEPTH
 from collector.model import Rejected
 from collector.segment.config import SegmentConfig
-from collector.segment.mapping import TYPES, Mapper, SegmentBatch
+from collector.segment.mapping import TYPES, Mapper, SegmentBatch, api_headers, marked
 from collector.sources import KeyEntry
 from collector.validation import BatchVerdict, validate_batch
 
@@ -116,11 +116,12 @@ async def _translate(
     batch = DecodedBatch(body, mapped.events, mapped.raws, sent_at)
     auth.check_events(entry, batch, app[keys.METRICS])  # by schema name, as on /v1/batch
     verdict = validate_batch(batch, plan.schemas, max_event_bytes=settings.max_event_bytes)
-    invalid = verdict.invalid
-    for rejected in invalid:  # positions in the translated list -> in the Segment batch
-        rejected.index = mapped.positions[rejected.index]
-    if mapped.invalid:
-        invalid = sorted(invalid + mapped.invalid, key=lambda rejected: rejected.index)
+    if verdict.invalid or mapped.invalid:
+        # marked as Segment's (replay maps them again), at their position in the Segment batch
+        headers = api_headers(kind)
+        invalid = [marked(r, mapped.positions[r.index], headers) for r in verdict.invalid]
+        invalid += [marked(r, r.index, headers) for r in mapped.invalid]
+        invalid.sort(key=lambda rejected: rejected.index)
         verdict = BatchVerdict(verdict.valid, invalid, verdict.annotated)
     rejections = await handlers.deliver(app, plan, verdict, sent_at=sent_at, client=client)
     return handlers.json_response(

@@ -48,6 +48,13 @@ BUILT_IN = {
 }
 TYPES = ("track", *BUILT_IN)
 
+# Headers on a Segment dead letter: its value's `event` is a Segment message, not a native
+# event, so `capture replay --recover` must map it again (and, for a single-call route such as
+# `/v1/track`, with the type the route implied: such a body need not carry `type`).
+API_HEADER = "api"
+SEGMENT_API = b"segment"
+TYPE_HEADER = "segment_type"
+
 _EMPTY_OBJECT = msgspec.Raw(b"{}")
 _NULL = b"null"
 _encoder = msgspec.json.Encoder()
@@ -95,6 +102,21 @@ def snake_case(name: str) -> str:
 
 def event_id_for(message_id: str) -> uuid.UUID:
     return uuid.uuid5(MESSAGE_ID_NAMESPACE, message_id)
+
+
+def api_headers(forced_type: str | None) -> tuple[tuple[str, bytes], ...]:
+    """The dead-letter headers that tell replay how to map the message again."""
+    marker = ((API_HEADER, SEGMENT_API),)
+    return marker if forced_type is None else (*marker, (TYPE_HEADER, forced_type.encode()))
+
+
+def marked(
+    rejected: InvalidEvent, index: int, headers: tuple[tuple[str, bytes], ...]
+) -> InvalidEvent:
+    """`rejected` at its position in the Segment batch, carrying the Segment headers."""
+    return InvalidEvent(
+        index, rejected.reason, rejected.errors, rejected.event, rejected.raw, headers
+    )
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ from collector.sinks.kafka import KafkaSink
 from tests.integration.kafka_helpers import consume
 from tests.kafka_broker import KafkaBroker
 from tests.unit.test_replay_file import SCENARIOS
+from tests.unit.test_replay_segment import check_segment_recovery
 
 pytestmark = pytest.mark.kafka
 
@@ -55,3 +56,7 @@ async def kafka_backend(kafka_broker: KafkaBroker) -> AsyncIterator[KafkaBackend
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
 async def test_kafka(scenario: Any, kafka_backend: KafkaBackend, tmp_path: Path) -> None:
     await scenario(kafka_backend, tmp_path)
+
+
+async def test_kafka_segment_recovery(kafka_backend: KafkaBackend, tmp_path: Path) -> None:
+    await check_segment_recovery(kafka_backend, tmp_path)
