@@ -4,6 +4,7 @@ a documented status, and its JSON body validates against that status's schema.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 from pathlib import Path
 from typing import Any
@@ -200,3 +201,36 @@ async def test_cors_preflights_match_the_document(
         assert statuses == [204, 403, 403]
     finally:
         await client.close()
+
+
+async def test_a_body_timeout_matches_the_document(
+    memory_sink: MemorySink, schemas: SchemaRegistry
+) -> None:
+    client = await start_collector(
+        Settings(sink="memory", body_read_timeout_s=0.3), memory_sink, schemas
+    )
+    body = batch_body(track_played())
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    try:
+        writer.write(
+            b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body[:10]
+        )
+        await writer.drain()  # the rest never comes
+        status_line = await asyncio.wait_for(reader.readline(), timeout=30)
+        headers = {}
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, text = line.decode().partition(":")
+            headers[name.strip().lower()] = text.strip()
+        payload = msgspec.json.decode(await reader.readexactly(int(headers["content-length"])))
+    finally:
+        writer.close()
+        await client.close()
+    status = status_line.split()[1].decode()
+    operation = openapi_document()["paths"]["/v1/batch"]["post"]
+    assert status == "408"
+    assert status in operation["responses"]
+    assert headers["content-type"].startswith("application/json")
+    pointer = "/paths/~1v1~1batch/post/responses/408/content/application~1json/schema"
+    _validator(pointer).validate(payload)
+    assert payload["error"] == "body_timeout"

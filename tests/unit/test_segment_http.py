@@ -26,12 +26,19 @@ from tests.conftest import FIXED_NOW, HttpClient
 
 JSON = {"Content-Type": "application/json"}
 KEY = "sk_segment_0123456789abcdef"
+PAGES_ONLY_KEY = "sk_pages_only_0123456789abcdef"
 CONFIG_TOML = f"""
 [[sources]]
 name = "segment-server"
 kind = "server"
 key = "{KEY}"
 events = "*"
+
+[[sources]]
+name = "pages-only"
+kind = "server"
+key = "{PAGES_ONLY_KEY}"
+events = ["page"]
 
 [segment.events]
 "Song Started" = "track_played@1"
@@ -228,6 +235,24 @@ async def test_write_key_as_basic_username_or_bearer(
     assert (status, payload["error"]) == (401, "unknown_key")
     records = memory_sink.topic("events.track_played")
     assert [value(r)["version"] for r in records] == [1, 1]  # the [segment.events] map
+
+
+async def test_a_source_may_send_only_its_events_by_their_mapped_schema_name(
+    keyed: HttpClient, memory_sink: MemorySink
+) -> None:
+    page = {"type": "page", "messageId": "m-page-1", "anonymousId": "a-1", "name": "Home"}
+    status, payload, _ = await post(keyed, "/v1/batch", batch(page), basic(PAGES_ONLY_KEY))
+    assert status == 200
+    # "Track Played" maps to track_played, which this source does not list: the whole request
+    # is refused before anything is published, the page with it
+    body = batch(dict(page, messageId="m-page-2"), track())
+    status, payload, _ = await post(keyed, "/v1/batch", body, basic(PAGES_ONLY_KEY))
+    assert (status, payload["error"]) == (403, "event_not_allowed")
+    assert "track_played" in payload["detail"]
+    assert [value(r)["event_id"] for r in memory_sink.topic("events.page")] == [
+        str(event_id_for("m-page-1"))
+    ]
+    assert memory_sink.topic("events.track_played") == []
 
 
 async def test_every_compat_route_is_in_the_openapi_document(collector: HttpClient) -> None:
