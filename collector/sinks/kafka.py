@@ -23,6 +23,7 @@ from collector.sinks.kafka_batches import (
     ProducerGone,
     outcome_of,
     partition_index,
+    read_failed_batches,
     sender_failure,
 )
 
@@ -155,6 +156,7 @@ class KafkaSink(Sink):
         for queue in queues:
             queue.fail_all(Outcome.RETRIABLE)
         await _stop_producer(dead, DEAD_CLOSE_TIMEOUT_S)
+        read_failed_batches(dead)
         await self._keep_starting(first_delay_s=0)
         log.warning("kafka producer replaced (%s)", why)
         if self._on_producer_restart is not None:

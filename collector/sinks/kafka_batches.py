@@ -68,6 +68,20 @@ def sender_failure(producer: Any) -> str | None:
     return None
 
 
+def read_failed_batches(producer: Any) -> None:
+    """Mark the failures of a dead producer's batches as read: aiokafka fails them but never
+    reads their futures, so asyncio would log each one as "never retrieved" whenever the
+    garbage collector finds it (on Python 3.11.7 that can be inside an `ast.parse`, which the
+    logging's traceback formatting re-enters: CPython gh-106905). Same private state as above.
+    """
+    batches = getattr(getattr(producer, "_message_accumulator", None), "_batches", {})
+    for queue in batches.values():
+        for batch in queue:
+            for future in (batch.future, getattr(batch, "_drain_waiter", None)):
+                if future is not None and future.done() and not future.cancelled():
+                    future.exception()
+
+
 def outcome_of(exc: BaseException | None) -> Outcome:
     if exc is None:
         return Outcome.OK
@@ -140,7 +154,9 @@ class PartitionQueue:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001  # any failure is an outcome for the requests
-            log.warning("kafka batch to %s[%d] failed: %r", self._topic, self._partition, exc)
+            # repr now: a log record holding `exc` would keep its traceback, and the failed
+            # aiokafka futures its frames hold, alive for as long as a handler keeps the record
+            log.warning("kafka batch to %s[%d] failed: %s", self._topic, self._partition, repr(exc))
             if sender_failure(self._producer) is not None:
                 # the producer died, not the records: a new producer may take them
                 return Outcome.RETRIABLE
