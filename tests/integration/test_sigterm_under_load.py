@@ -7,6 +7,7 @@ producer and exits 0; every event answered 200 before it went away must be in Ka
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -14,7 +15,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -67,6 +70,12 @@ async def landed_ids(broker: KafkaBroker, prefix: str, expected: int) -> set[str
     return {msgspec.json.decode(r.value)["event_id"] for r in records}
 
 
+def kill_if_running(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
 def refuses_connections(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(1.0)
@@ -96,9 +105,7 @@ async def test_sigterm_under_load_loses_no_acknowledged_event(
         stop.set()
         if load is not None:
             await load
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        kill_if_running(process)
 
     assert result.bad == []  # only 200s and 503s (with Retry-After); the rest were refused
     missing = result.acked - await landed_ids(kafka_broker, prefix, len(result.acked))
@@ -116,6 +123,45 @@ async def inflight_bytes(port: int) -> float:
     raise AssertionError("no capture_inflight_bytes in /metrics")
 
 
+class StuckRequest:
+    """A request whose handler waits for acks from a frozen (SIGSTOP) broker."""
+
+    def __init__(self, task: asyncio.Task[aiohttp.ClientResponse], broker_pid: int) -> None:
+        self.task = task
+        self._broker_pid = broker_pid
+
+    def thaw_broker(self) -> None:
+        os.kill(self._broker_pid, signal.SIGCONT)  # harmless when it already runs
+
+
+@contextlib.asynccontextmanager
+async def stuck_request(
+    broker: KafkaBroker, process: subprocess.Popen[bytes], port: int, event: dict[str, Any]
+) -> AsyncIterator[StuckRequest]:
+    """`capture serve` warmed up (topic made, producer connected), then the broker frozen with
+    `event`'s request in the handler, waiting for its acks; the broker thaws on exit. Fault
+    injection on the real broker: frozen, it holds the produce unanswered."""
+    assert broker._process is not None
+    await asyncio.to_thread(wait_ready, port, process, timeout_s=60)
+    url = f"http://127.0.0.1:{port}/v1/batch"
+    async with aiohttp.ClientSession() as session:
+        warm = await session.post(url, data=batch_body(track_played()), headers=JSON)
+        assert warm.status == 200
+        os.kill(broker._process.pid, signal.SIGSTOP)
+        stuck = StuckRequest(
+            asyncio.create_task(session.post(url, data=batch_body(event), headers=JSON)),
+            broker._process.pid,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while await inflight_bytes(port) == 0:  # the handler is waiting for the acks
+                assert time.monotonic() < deadline, "the request never reached the sink"
+                await asyncio.sleep(0.05)
+            yield stuck
+        finally:
+            stuck.thaw_broker()
+
+
 async def test_sigterm_waits_for_the_acks_of_a_request_in_flight(
     kafka_broker: KafkaBroker, tmp_path: Path
 ) -> None:
@@ -124,25 +170,9 @@ async def test_sigterm_waits_for_the_acks_of_a_request_in_flight(
     process = start_serve(
         kafka_broker, prefix, port, tmp_path / "serve.log", extra={"CAPTURE_SINK_TIMEOUT_S": "20"}
     )
-    assert kafka_broker._process is not None
-    broker_pid = kafka_broker._process.pid
-    paused = False
+    event = track_played()
     try:
-        await asyncio.to_thread(wait_ready, port, process, timeout_s=60)
-        url = f"http://127.0.0.1:{port}/v1/batch"
-        async with aiohttp.ClientSession() as session:
-            warm = await session.post(url, data=batch_body(track_played()), headers=JSON)
-            assert warm.status == 200  # the topic exists and the producer is connected
-            # Fault injection on the real broker: frozen, it holds the next produce unanswered.
-            os.kill(broker_pid, signal.SIGSTOP)
-            paused = True
-            event = track_played()
-            request = asyncio.create_task(session.post(url, data=batch_body(event), headers=JSON))
-            deadline = time.monotonic() + 20
-            while await inflight_bytes(port) == 0:  # the handler is waiting for the acks
-                assert time.monotonic() < deadline, "the request never reached the sink"
-                await asyncio.sleep(0.05)
-
+        async with stuck_request(kafka_broker, process, port, event) as stuck:
             process.send_signal(signal.SIGTERM)
             # New connections are refused while the request in flight is still served.
             deadline = time.monotonic() + 20
@@ -150,20 +180,15 @@ async def test_sigterm_waits_for_the_acks_of_a_request_in_flight(
                 assert time.monotonic() < deadline, "the listener stayed open after SIGTERM"
                 await asyncio.sleep(0.05)
             assert process.poll() is None
-            assert not request.done()
+            assert not stuck.task.done()
 
-            os.kill(broker_pid, signal.SIGCONT)
-            paused = False
-            response = await asyncio.wait_for(request, timeout=60)
+            stuck.thaw_broker()
+            response = await asyncio.wait_for(stuck.task, timeout=60)
             assert response.status == 200  # answered after the acks, before the exit
         code = await asyncio.to_thread(process.wait, EXIT_TIMEOUT_S)
         assert code == 0
     finally:
-        if paused:
-            os.kill(broker_pid, signal.SIGCONT)
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        kill_if_running(process)
     assert event["event_id"] in await landed_ids(kafka_broker, prefix, 1)
 
 
@@ -175,45 +200,20 @@ async def test_sigterm_with_kafka_frozen_exits_within_the_shutdown_budget(
     budget_s = 3.0
     prefix = f"budget{uuid.uuid4().hex[:8]}"
     port = free_port()
-    process = start_serve(
-        kafka_broker,
-        prefix,
-        port,
-        tmp_path / "serve.log",
-        extra={"CAPTURE_SINK_TIMEOUT_S": "60", "CAPTURE_SHUTDOWN_TIMEOUT_S": str(budget_s)},
-    )
-    assert kafka_broker._process is not None
-    broker_pid = kafka_broker._process.pid
-    paused = False
+    extra = {"CAPTURE_SINK_TIMEOUT_S": "60", "CAPTURE_SHUTDOWN_TIMEOUT_S": str(budget_s)}
+    process = start_serve(kafka_broker, prefix, port, tmp_path / "serve.log", extra=extra)
     try:
-        await asyncio.to_thread(wait_ready, port, process, timeout_s=60)
-        url = f"http://127.0.0.1:{port}/v1/batch"
-        async with aiohttp.ClientSession() as session:
-            warm = await session.post(url, data=batch_body(track_played()), headers=JSON)
-            assert warm.status == 200
-            os.kill(broker_pid, signal.SIGSTOP)  # the next produce is never answered
-            paused = True
-            request = asyncio.create_task(
-                session.post(url, data=batch_body(track_played()), headers=JSON)
-            )
-            deadline = time.monotonic() + 20
-            while await inflight_bytes(port) == 0:
-                assert time.monotonic() < deadline, "the request never reached the sink"
-                await asyncio.sleep(0.05)
+        async with stuck_request(kafka_broker, process, port, track_played()) as stuck:
             process.send_signal(signal.SIGTERM)
             # Before one deadline: drain (the whole budget) + Kafka's own 10 s flush bound.
             # The bound below sits between the two, with room for a loaded machine.
             code = await asyncio.to_thread(process.wait, budget_s + 8)
             assert code == 0
             try:
-                response = await asyncio.wait_for(request, timeout=10)
+                response = await asyncio.wait_for(stuck.task, timeout=10)
             except aiohttp.ClientError:
                 pass  # cut off: no answer at all, so nothing was acknowledged
             else:
                 assert response.status != 200  # never a 200 for an event Kafka did not ack
     finally:
-        if paused:
-            os.kill(broker_pid, signal.SIGCONT)
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        kill_if_running(process)
