@@ -59,8 +59,8 @@ from capture_sdk._errors import ConfigurationError, TransportError
 from capture_sdk._events import ClientStats, QueuedEvent
 from capture_sdk._forks import reset_after_fork
 from capture_sdk._intake import open_spool
-from capture_sdk._outcomes import Counters, describe
-from capture_sdk._retry import RetryPolicy, is_retriable_status, parse_retry_after
+from capture_sdk._outcomes import BatchAttempts, Counters
+from capture_sdk._retry import RetryPolicy
 from capture_sdk._validation import LocalValidator, ValidationMode
 from event_schemas import SchemaRegistry
 
@@ -348,33 +348,20 @@ class AsyncClient(ClientBase):
 
     async def _send(self, events: list[QueuedEvent], payload: bytes) -> bool:
         """POST one chunk with retries; True when every event in it is settled."""
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        attempt = 0
+        attempts = BatchAttempts(
+            events, self._outcomes, self._policy, asyncio.get_running_loop().time
+        )
         try:
             while True:
-                attempt += 1
-                retry_after_s: float | None = None
+                response = None
                 try:
                     body = await self._body(payload)
                     response = await self._transport.send(body, self._headers.for_body(body))
                 except TransportError as exc:
                     log.debug("batch of %d not sent: %s", len(events), exc)
-                else:
-                    if response.status == 200:
-                        self._outcomes.delivered(events, response)
-                        return True
-                    if not is_retriable_status(response.status):
-                        self._outcomes.drop(events, "collector_refused", describe(response))
-                        return True
-                    retry_after_s = parse_retry_after(response.headers.get("retry-after"))
-                delay_s = self._policy.delay_s(attempt, retry_after_s)
-                if loop.time() - started + delay_s > self._policy.max_retry_time_s:
-                    self._outcomes.drop(
-                        events, "retries_exhausted", f"not delivered after {attempt} attempts"
-                    )
-                    return False
-                self._counters.add("retried")
+                delay_s = attempts.after(response)
+                if delay_s is None:
+                    return attempts.settled
                 await asyncio.sleep(delay_s)
         except asyncio.CancelledError:
             self._outcomes.drop(events, "shutdown", "client shut down while sending this event")

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import msgspec
 
 from capture_sdk._events import DROP_REASONS, ClientStats, DroppedEvent, FieldError, QueuedEvent
+from capture_sdk._retry import RetryPolicy, is_retriable_status, parse_retry_after
 from capture_sdk._transport import Response
 
 log = logging.getLogger("capture_sdk")
@@ -157,3 +158,52 @@ class Outcomes:
             "capture_sdk dropped %d event(s): %s (%s)", len(dropped), reason, dropped[0].detail
         )
         self._report(dropped)
+
+
+class BatchAttempts:
+    """One batch's attempts under the retry policy: what each answer (or network error) means.
+
+    Both clients' send loops call `after` once per attempt; only how they wait differs (a
+    thread's abortable wait, an asyncio sleep).
+    """
+
+    __slots__ = ("_clock", "_events", "_outcomes", "_policy", "_started", "attempt", "settled")
+
+    def __init__(
+        self,
+        events: list[QueuedEvent],
+        outcomes: Outcomes,
+        policy: RetryPolicy,
+        clock: Callable[[], float],
+    ) -> None:
+        self._events = events
+        self._outcomes = outcomes
+        self._policy = policy
+        self._clock = clock
+        self._started = clock()
+        self.attempt = 0
+        self.settled = False  # once done: every event delivered, rejected or refused for good
+
+    def after(self, response: Response | None) -> float | None:
+        """Seconds to wait before the next attempt, or None when the batch is done (`settled`
+        says whether it was delivered or refused, rather than given up). None: network error."""
+        self.attempt += 1
+        retry_after_s: float | None = None
+        if response is not None:
+            if response.status == 200:
+                self._outcomes.delivered(self._events, response)
+                self.settled = True
+                return None
+            if not is_retriable_status(response.status):
+                self._outcomes.drop(self._events, "collector_refused", describe(response))
+                self.settled = True
+                return None
+            retry_after_s = parse_retry_after(response.headers.get("retry-after"))
+        delay_s = self._policy.delay_s(self.attempt, retry_after_s)
+        if self._clock() - self._started + delay_s > self._policy.max_retry_time_s:
+            self._outcomes.drop(
+                self._events, "retries_exhausted", f"not delivered after {self.attempt} attempts"
+            )
+            return None
+        self._outcomes.counters.add("retried")
+        return delay_s

@@ -29,8 +29,8 @@ from capture_sdk._delivery import (
 )
 from capture_sdk._errors import TransportError
 from capture_sdk._events import QueuedEvent
-from capture_sdk._outcomes import Outcomes, describe
-from capture_sdk._retry import RetryPolicy, is_retriable_status, parse_retry_after
+from capture_sdk._outcomes import BatchAttempts, Outcomes
+from capture_sdk._retry import RetryPolicy
 from capture_sdk._spool import Spool
 from capture_sdk._transport import Transport
 from capture_sdk._validation import LocalValidator
@@ -143,31 +143,17 @@ class Worker:
 
     def _send(self, events: list[QueuedEvent], payload: bytes) -> bool:
         """POST one chunk with retries; True when every event in it is settled."""
-        started = time.monotonic()
-        attempt = 0
+        attempts = BatchAttempts(events, self._outcomes, self._policy, time.monotonic)
         while True:
-            attempt += 1
-            retry_after_s: float | None = None
+            response = None
             try:
                 body = self._body(payload)
                 response = self._transport.send(body, self._headers.for_body(body))
             except TransportError as exc:
                 log.debug("batch of %d not sent: %s", len(events), exc)
-            else:
-                if response.status == 200:
-                    self._outcomes.delivered(events, response)
-                    return True
-                if not is_retriable_status(response.status):
-                    self._outcomes.drop(events, "collector_refused", describe(response))
-                    return True
-                retry_after_s = parse_retry_after(response.headers.get("retry-after"))
-            delay_s = self._policy.delay_s(attempt, retry_after_s)
-            if time.monotonic() - started + delay_s > self._policy.max_retry_time_s:
-                self._outcomes.drop(
-                    events, "retries_exhausted", f"not delivered after {attempt} attempts"
-                )
-                return False
-            self._counters.add("retried")
+            delay_s = attempts.after(response)
+            if delay_s is None:
+                return attempts.settled
             if self._abort.wait(delay_s):
                 self._outcomes.drop(
                     events, "shutdown", "client shut down while retrying this event"
