@@ -1,14 +1,31 @@
-"""Reading back from the real broker in tests: consume topics from the start, no group."""
+"""The real broker in tests: collector settings with topics of the test's own, and reading
+back from topics from the start, without a group."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
+from collector.settings import Settings
+from tests.kafka_broker import KafkaBroker
+
 # How long to keep polling after the expected count arrived, to catch unexpected extras.
 SETTLE_S = 1.0
+
+
+def kafka_settings(broker: KafkaBroker, prefix: str, **overrides: Any) -> Settings:
+    """A Kafka-sink collector writing to `<prefix>.<event>` and `<prefix>._invalid`, so tests
+    sharing one broker never read each other's records."""
+    return Settings(
+        sink="kafka",
+        kafka_bootstrap_servers=broker.bootstrap_servers,
+        topic_prefix=f"{prefix}.",
+        dead_letter_topic=f"{prefix}._invalid",
+        **overrides,
+    )
 
 
 async def consume(

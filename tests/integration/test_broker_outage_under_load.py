@@ -13,11 +13,10 @@ import uuid
 import msgspec
 import pytest
 
-from collector.settings import Settings
 from collector.sinks.kafka import KafkaSink
 from event_schemas import SchemaRegistry
 from tests.conftest import start_collector
-from tests.integration.kafka_helpers import consume
+from tests.integration.kafka_helpers import consume, kafka_settings
 from tests.integration.load_driver import LoadResult, drive
 from tests.kafka_broker import KafkaBroker
 from tests.waiting import eventually
@@ -34,14 +33,7 @@ async def test_broker_stop_under_load_gives_only_503_and_recovers(
     own_broker: KafkaBroker, schemas: SchemaRegistry
 ) -> None:
     prefix = f"load{uuid.uuid4().hex[:8]}"
-    settings = Settings(
-        sink="kafka",
-        kafka_bootstrap_servers=own_broker.bootstrap_servers,
-        topic_prefix=f"{prefix}.",
-        dead_letter_topic=f"{prefix}._invalid",
-        sink_timeout_s=SINK_TIMEOUT_S,
-        retry_after_s=1,
-    )
+    settings = kafka_settings(own_broker, prefix, sink_timeout_s=SINK_TIMEOUT_S, retry_after_s=1)
     sink = KafkaSink(own_broker.bootstrap_servers)
     http = await start_collector(settings, sink, schemas)
     stop = asyncio.Event()

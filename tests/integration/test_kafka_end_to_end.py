@@ -15,24 +15,13 @@ import msgspec
 import pytest
 
 from capture_sdk import Client, DroppedEvent
-from collector.settings import Settings
 from collector.sinks.kafka import KafkaSink
 from event_schemas import SchemaRegistry
 from tests.conftest import HttpClient, start_collector
-from tests.integration.kafka_helpers import consume
+from tests.integration.kafka_helpers import consume, kafka_settings
 from tests.kafka_broker import KafkaBroker
 
 pytestmark = pytest.mark.kafka
-
-
-def kafka_settings(broker: KafkaBroker, prefix: str, **overrides: Any) -> Settings:
-    return Settings(
-        sink="kafka",
-        kafka_bootstrap_servers=broker.bootstrap_servers,
-        topic_prefix=f"{prefix}.",
-        dead_letter_topic=f"{prefix}._invalid",
-        **overrides,
-    )
 
 
 @pytest.fixture

@@ -13,12 +13,11 @@ import msgspec
 import pytest
 
 from capture_sdk import Client, RetryPolicy
-from collector.settings import Settings
 from collector.sinks.kafka import KafkaSink
 from event_schemas import SchemaRegistry
 from tests.conftest import start_collector
 from tests.factories import batch_body, track_played
-from tests.integration.kafka_helpers import consume
+from tests.integration.kafka_helpers import consume, kafka_settings
 from tests.kafka_broker import KafkaBroker
 from tests.waiting import eventually
 
@@ -31,14 +30,7 @@ async def test_outage_gives_503_then_sdk_retry_delivers(
     own_broker: KafkaBroker, schemas: SchemaRegistry
 ) -> None:
     prefix = f"out{uuid.uuid4().hex[:8]}"
-    settings = Settings(
-        sink="kafka",
-        kafka_bootstrap_servers=own_broker.bootstrap_servers,
-        topic_prefix=f"{prefix}.",
-        dead_letter_topic=f"{prefix}._invalid",
-        sink_timeout_s=SINK_TIMEOUT_S,
-        retry_after_s=1,
-    )
+    settings = kafka_settings(own_broker, prefix, sink_timeout_s=SINK_TIMEOUT_S, retry_after_s=1)
     sink = KafkaSink(own_broker.bootstrap_servers)
     http = await start_collector(settings, sink, schemas)
     try:

@@ -8,32 +8,20 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
 
-from collector.settings import Settings
 from collector.sinks.kafka import KafkaSink
 from event_schemas import SchemaRegistry
 from tests.conftest import start_collector
 from tests.factories import batch_body, page_viewed, track_played
-from tests.integration.kafka_helpers import consume
+from tests.integration.kafka_helpers import consume, kafka_settings
 from tests.kafka_broker import KafkaBroker
 
 pytestmark = pytest.mark.kafka
 
 JSON = {"Content-Type": "application/json"}
-
-
-def kafka_settings(broker: KafkaBroker, prefix: str, **overrides: Any) -> Settings:
-    return Settings(
-        sink="kafka",
-        kafka_bootstrap_servers=broker.bootstrap_servers,
-        topic_template=prefix + ".{event}",
-        dead_letter_topic=f"{prefix}._invalid",
-        **overrides,
-    )
 
 
 async def test_fanout_copies_are_in_kafka_when_the_collector_answers_200(
@@ -44,7 +32,9 @@ async def test_fanout_copies_are_in_kafka_when_the_collector_answers_200(
     config.write_text(
         f'[[routing.fanout]]\nevents = ["track_played"]\ntopic = "{prefix}.plays.{{version}}"\n'
     )
-    settings = kafka_settings(kafka_broker, prefix, config_file=str(config))
+    settings = kafka_settings(
+        kafka_broker, prefix, topic_template=prefix + ".{event}", config_file=str(config)
+    )
     client = await start_collector(settings, KafkaSink(kafka_broker.bootstrap_servers), schemas)
     played = [track_played(user_id=f"u{i}") for i in range(3)]
     try:
@@ -72,7 +62,9 @@ async def test_a_batch_retried_with_dedup_on_leaves_one_copy_in_kafka(
     kafka_broker: KafkaBroker, schemas: SchemaRegistry
 ) -> None:
     prefix = f"dedup{uuid.uuid4().hex[:8]}"
-    settings = kafka_settings(kafka_broker, prefix, dedup_window_s=300.0)
+    settings = kafka_settings(
+        kafka_broker, prefix, topic_template=prefix + ".{event}", dedup_window_s=300.0
+    )
     client = await start_collector(settings, KafkaSink(kafka_broker.bootstrap_servers), schemas)
     events = [track_played(user_id=f"u{i}") for i in range(5)]
     body = batch_body(*events)

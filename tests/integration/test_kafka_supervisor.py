@@ -18,12 +18,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from collector import keys
 from collector.app import RUNNER_OPTIONS, create_app
-from collector.settings import Settings
 from collector.sinks.kafka import KafkaSink
 from event_schemas import SchemaRegistry
 from tests.conftest import FIXED_NOW, HttpClient
 from tests.factories import batch_body, track_played
-from tests.integration.kafka_helpers import consume
+from tests.integration.kafka_helpers import consume, kafka_settings
 from tests.kafka_broker import KafkaBroker
 from tests.waiting import eventually
 
@@ -58,13 +57,7 @@ async def test_dead_sender_is_replaced_and_requests_recover(
     kafka_broker: KafkaBroker, schemas: SchemaRegistry, fault: str, reason: str
 ) -> None:
     prefix = f"sup{uuid.uuid4().hex[:8]}"
-    settings = Settings(
-        sink="kafka",
-        kafka_bootstrap_servers=kafka_broker.bootstrap_servers,
-        topic_prefix=f"{prefix}.",
-        dead_letter_topic=f"{prefix}._invalid",
-        sink_timeout_s=5.0,
-    )
+    settings = kafka_settings(kafka_broker, prefix, sink_timeout_s=5.0)
     # no sink passed in: the app builds it, so the restart counter is wired as in production
     app = create_app(settings, clock=lambda: FIXED_NOW, schemas=schemas)
     server = TestServer(app, host="127.0.0.1")

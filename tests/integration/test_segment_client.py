@@ -21,11 +21,10 @@ from segment.analytics.request import APIError
 
 from collector.segment import PREFIX
 from collector.segment.mapping import event_id_for
-from collector.settings import Settings
 from collector.sinks.kafka import KafkaSink
 from event_schemas import SchemaRegistry
 from tests.conftest import HttpClient, start_collector
-from tests.integration.kafka_helpers import consume
+from tests.integration.kafka_helpers import consume, kafka_settings
 from tests.kafka_broker import KafkaBroker
 
 pytestmark = pytest.mark.kafka
@@ -51,13 +50,7 @@ async def segment_collector(
     prefix = f"seg{uuid.uuid4().hex[:8]}"
     config = tmp_path / "collector.toml"
     config.write_text(CONFIG, encoding="utf-8")
-    settings = Settings(
-        sink="kafka",
-        kafka_bootstrap_servers=kafka_broker.bootstrap_servers,
-        topic_prefix=f"{prefix}.",
-        dead_letter_topic=f"{prefix}._invalid",
-        config_file=str(config),
-    )
+    settings = kafka_settings(kafka_broker, prefix, config_file=str(config))
     client = await start_collector(settings, KafkaSink(kafka_broker.bootstrap_servers), schemas)
     yield client, prefix
     await client.close()
