@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collector.model import BatchResponse, ErrorBody
+from collector.model import BatchResponse, ErrorBody, WireEvent
 from collector.settings import Settings
 from collector.sinks import MemorySink
 from event_schemas import load_registry
@@ -43,20 +43,8 @@ json_values = st.recursive(
     ),
     max_leaves=12,
 )
-ENVELOPE_FIELDS = (
-    "event",
-    "version",
-    "event_id",
-    "occurred_at",
-    "user_id",
-    "anonymous_id",
-    "properties",
-    "context",
-    "received_at",
-    "timestamp",
-    "ip",
-    "sent_at",
-)
+# every field name of an event, the server-owned ones included (a client may try to set them)
+ENVELOPE_FIELDS = WireEvent.__struct_fields__
 
 
 @st.composite
