@@ -218,15 +218,16 @@ async def deliver(
     metrics.sink_publish_seconds.labels(sink.name).observe(time.perf_counter() - started)
     if any(outcome is not Outcome.OK for outcome in outcomes):
         plan.count_events(metrics, verdict.valid, "failed")
-        failed = sum(outcome is not Outcome.OK for outcome in outcomes)
-        for outcome, count in Counter(outcomes).items():  # once per outcome, not per record
-            if outcome is not Outcome.OK:
-                metrics.sink_errors.labels(sink.name, outcome.value).inc(count)
+        counts = Counter(outcomes)
+        for outcome in (Outcome.RETRIABLE, Outcome.FATAL):  # once per outcome, not per record
+            if counts[outcome]:
+                metrics.sink_errors.labels(sink.name, outcome.value).inc(counts[outcome])
+        failed = len(outcomes) - counts[Outcome.OK]
         detail = (
             f"the {sink.name} sink did not acknowledge {failed} of {len(records)} records;"
             " nothing in this request was accepted"
         )
-        if any(outcome is Outcome.RETRIABLE for outcome in outcomes):
+        if counts[Outcome.RETRIABLE]:
             raise SinkUnavailable(detail + ", retry it", retry_after_s=settings.retry_after_s)
         raise SinkRejected(detail + " and the sink refused it for good")
 
