@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.kafka_broker import KAFKA_VERSION
+from devtools.kafka import KAFKA_VERSION
 
 PACKAGES = ("aiohttp", "aiokafka", "msgspec", "orjson", "jsonschema", "event-capture")
 REPO = Path(__file__).resolve().parent.parent

@@ -9,7 +9,8 @@ it too, so events tracked before any loop ran (at import time, say) are sent as 
 client is next used from a loop. The client then belongs to that loop: call it from that loop's
 thread only (use the thread-based `Client` from other threads). If that loop is closed and the
 client is used from a new one (`asyncio.run()` twice), the sender restarts on the new loop with
-whatever was still queued.
+whatever was still queued, and with the batch the old sender held if that loop was closed
+under it (sent again: maybe a duplicate, never a loss).
 
 Disk spool (`spool_dir=`): the same segment files and guarantee as `Client`. `track()` does
 the spool's plain `write()` inline (a few microseconds); the per-batch `fsync` and the final
@@ -53,18 +54,20 @@ from capture_sdk._delivery import (
     batch_body,
     check_positive,
     encode_batch,
-    settled_events,
 )
 from capture_sdk._errors import ConfigurationError, TransportError
 from capture_sdk._events import ClientStats, QueuedEvent
 from capture_sdk._forks import reset_after_fork
 from capture_sdk._intake import open_spool
-from capture_sdk._outcomes import BatchAttempts, Counters
+from capture_sdk._ledger import Batch, BatchAttempts
+from capture_sdk._outcomes import Counters
 from capture_sdk._retry import RetryPolicy
 from capture_sdk._validation import LocalValidator, ValidationMode
 from event_schemas import SchemaRegistry
 
 log = logging.getLogger("capture_sdk")
+
+SHUTDOWN_DETAIL = "client shut down before this event was sent"
 
 # Bodies up to this size are gzipped on the loop (level 1: well under a millisecond).
 INLINE_GZIP_MAX_BYTES = 256 * 1024
@@ -143,7 +146,6 @@ class AsyncClient(ClientBase):
         self._fresh_accounting()
         self._items = collections.deque()
         self._enqueued = 0
-        self._unfinished = 0  # queued plus taken by the sender but not yet finished
         self._flush_requests = 0
         self._closed = False  # shutdown() was called: track() drops, the sender drains
         self._shut_down = False  # shutdown() has finished
@@ -167,7 +169,6 @@ class AsyncClient(ClientBase):
 
     def _requeue(self, events: list[QueuedEvent]) -> None:
         self._items.extend(events)
-        self._unfinished += len(events)
 
     def _queued(self) -> None:
         # from inside a running loop, the first track() starts the sender task on it
@@ -178,7 +179,6 @@ class AsyncClient(ClientBase):
             return False
         self._items.append(queued)
         self._enqueued += 1
-        self._unfinished += 1
         if len(self._items) in (1, self._batch_size):
             self._wake.set()  # the first event starts the interval; a full batch goes now
         return True
@@ -203,7 +203,8 @@ class AsyncClient(ClientBase):
         """Flush within `timeout_s`, then stop the sender; later `track()` calls are dropped.
 
         Never takes much longer than `timeout_s`, even if the transport hangs: past 90% of it,
-        the request in flight is cancelled and everything undelivered is dropped as `shutdown`.
+        the request in flight is cancelled and everything undelivered is settled before
+        returning, as `shutdown` (or, with the spool, kept on disk: `spooled`).
         """
         if self._closed:
             return True
@@ -216,13 +217,15 @@ class AsyncClient(ClientBase):
         task = self._task
         if task is not None and not task.done():
             if not flushed:
-                task.cancel()  # drops the batch in flight as `shutdown`
+                task.cancel()  # its batch: every chunk not settled yet is given up
             await asyncio.wait({task}, timeout=max(0.05, deadline - loop.time()))
+        # Whatever is left is settled here: the queue, and the batches of a sender that did
+        # not stop in time (every chunk of them, not only the request in flight).
         leftover = list(self._items)
         self._items.clear()
-        if leftover:
-            self._outcomes.drop(leftover, "shutdown", "client shut down before this event was sent")
-            self._finish(len(leftover))
+        self._ledger.give_up(leftover, "shutdown", SHUTDOWN_DETAIL)
+        self._ledger.settle_all("shutdown", SHUTDOWN_DETAIL)
+        self._check_idle()
         try:
             await asyncio.wait_for(self._transport.close(), max(0.05, deadline - loop.time()))
         except Exception:  # closing is best effort (and bounded); it never fails shutdown
@@ -258,9 +261,9 @@ class AsyncClient(ClientBase):
         # First start, or the previous loop was closed under the sender: start on this loop.
         # Events from the old loop are bound to it; make new ones.
         self._loop = loop
-        # a batch the old sender held when its loop closed is gone with that loop; do not
-        # let it keep flush() waiting here
-        self._unfinished = len(self._items)
+        # The batch the old sender held when its loop closed was never settled: queue it
+        # again, first (it may have reached the collector already: a duplicate, not a loss).
+        self._items.extendleft(reversed(self._ledger.reclaim()))
         self._wake = asyncio.Event()
         if self._items:
             self._wake.set()
@@ -269,8 +272,12 @@ class AsyncClient(ClientBase):
             waiter.cancel()
         self._task = loop.create_task(self._run(), name="capture-sdk-sender")
 
+    def _unfinished(self) -> int:
+        """Queued, plus taken by the sender and not yet settled: what flush() waits for."""
+        return len(self._items) + self._ledger.held
+
     async def _wait_idle(self, timeout_s: float) -> bool:
-        if self._unfinished == 0:
+        if self._unfinished() == 0:
             return True
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._idle_waiters.append(waiter)
@@ -281,11 +288,10 @@ class AsyncClient(ClientBase):
                 waiter.cancel()
                 with contextlib.suppress(ValueError):
                     self._idle_waiters.remove(waiter)
-        return self._unfinished == 0
+        return self._unfinished() == 0
 
-    def _finish(self, count: int) -> None:
-        self._unfinished -= count
-        if self._unfinished == 0:
+    def _check_idle(self) -> None:
+        if self._unfinished() == 0:
             waiters, self._idle_waiters = self._idle_waiters, []
             for waiter in waiters:
                 if not waiter.done():
@@ -296,30 +302,37 @@ class AsyncClient(ClientBase):
     async def _run(self) -> None:
         while True:
             batch = await self._take()
-            if not batch:
+            if batch is None:
                 return
             try:
                 if self._spool is not None and self._spool.needs_sync:
                     # group commit: one fsync, off the loop, covers what track() wrote so far
                     await asyncio.to_thread(self._spool.sync)
-                unsettled = await self._deliver(batch)
-                if self._spool is not None:
-                    self._spool.settle(settled_events(batch, unsettled))
+                await self._deliver(batch)
+            except asyncio.CancelledError:
+                if self._closed:  # shutdown() cancelled us: every chunk not settled yet
+                    batch.close("shutdown", "client shut down while sending this event")
+                else:  # the loop is going away (asyncio.run ended): keep them for the next
+                    self._items.extendleft(reversed(self._ledger.release(batch)))
+                raise
             except Exception as exc:  # the sender must outlive any bug in one batch
                 log.exception("capture_sdk sender failed on a batch")
-                self._outcomes.drop(batch, "retries_exhausted", f"internal error: {exc!r}")
+                # only what is still unsettled: chunks already sent stay counted as sent
+                batch.close("internal_error", f"internal error: {exc!r}")
             finally:
-                self._finish(len(batch))
+                # no-op once closed above; anything left unsettled would be a bug, still counted
+                batch.close("internal_error", "left unsettled by the sender")
+                self._check_idle()
             await asyncio.sleep(0)  # a transport that never suspends must not starve the loop
 
-    async def _take(self) -> list[QueuedEvent]:
-        """Wait for a batch; returns [] only when closed and empty."""
+    async def _take(self) -> Batch | None:
+        """Wait for a batch and claim it in the ledger; None only when closed and empty."""
         loop = asyncio.get_running_loop()
         deadline: float | None = None
         while True:
             if not self._items:
                 if self._closed:
-                    return []
+                    return None
                 deadline = None
                 self._wake.clear()
                 await self._wake.wait()
@@ -335,37 +348,31 @@ class AsyncClient(ClientBase):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), remaining)
         count = min(self._batch_size, len(self._items))
-        return [self._items.popleft() for _ in range(count)]
+        # no await between taking and claiming: shutdown never sees them in neither place
+        return self._ledger.claim([self._items.popleft() for _ in range(count)])
 
-    async def _deliver(self, batch: list[QueuedEvent]) -> list[QueuedEvent]:
-        """Send one batch (one request per chunk); return the events not settled."""
-        unsettled: list[QueuedEvent] = []
-        chunks = encode_batch(batch, self._encoder, self._outcomes, self._validator, self._limits)
-        for events, payload in chunks:
-            if not await self._send(events, payload):
-                unsettled.extend(events)
-        return unsettled
-
-    async def _send(self, events: list[QueuedEvent], payload: bytes) -> bool:
-        """POST one chunk with retries; True when every event in it is settled."""
-        attempts = BatchAttempts(
-            events, self._outcomes, self._policy, asyncio.get_running_loop().time
+    async def _deliver(self, batch: Batch) -> None:
+        """Send one batch, one request per chunk, until each of its events is settled."""
+        chunks = encode_batch(
+            batch.events, self._encoder, batch.drop, self._validator, self._limits
         )
-        try:
-            while True:
-                response = None
-                try:
-                    body = await self._body(payload)
-                    response = await self._transport.send(body, self._headers.for_body(body))
-                except TransportError as exc:
-                    log.debug("batch of %d not sent: %s", len(events), exc)
-                delay_s = attempts.after(response)
-                if delay_s is None:
-                    return attempts.settled
-                await asyncio.sleep(delay_s)
-        except asyncio.CancelledError:
-            self._outcomes.drop(events, "shutdown", "client shut down while sending this event")
-            raise
+        for events, payload in chunks:
+            await self._send(batch, events, payload)
+
+    async def _send(self, batch: Batch, events: list[QueuedEvent], payload: bytes) -> None:
+        """POST one chunk with retries."""
+        attempts = BatchAttempts(events, batch, self._policy, asyncio.get_running_loop().time)
+        while True:
+            response = None
+            try:
+                body = await self._body(payload)
+                response = await self._transport.send(body, self._headers.for_body(body))
+            except TransportError as exc:
+                log.debug("batch of %d not sent: %s", len(events), exc)
+            delay_s = attempts.after(response)
+            if delay_s is None:
+                return
+            await asyncio.sleep(delay_s)
 
     async def _body(self, payload: bytes) -> bytes:
         body = batch_body(payload)

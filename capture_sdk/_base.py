@@ -18,6 +18,7 @@ from capture_sdk._async_transport import AsyncTransport
 from capture_sdk._delivery import SizeLimits, queue_event
 from capture_sdk._events import DroppedEvent, QueuedEvent
 from capture_sdk._intake import Intake
+from capture_sdk._ledger import Ledger
 from capture_sdk._outcomes import Counters, Outcomes
 from capture_sdk._spool import Spool
 from capture_sdk._transport import Transport
@@ -33,6 +34,7 @@ class ClientBase:
     _counters: Counters
     _intake: Intake
     _outcomes: Outcomes
+    _ledger: Ledger
     _on_error: OnError | None
     _spool: Spool | None
     _transport: Transport | AsyncTransport
@@ -41,9 +43,11 @@ class ClientBase:
     _sample_rates: Mapping[str, float] | None
 
     def _fresh_accounting(self) -> None:
-        """New counters and intake: at construction, and in a forked child."""
+        """New counters, ledger and intake: at construction, and in a forked child."""
         self._counters = Counters()
         self._outcomes = Outcomes(self._counters, self._report)
+        # the spool is read through a reference: a forked child runs without it
+        self._ledger = Ledger(self._outcomes, lambda: self._spool)
         self._intake = Intake(
             validator=self._validator,
             outcomes=self._outcomes,

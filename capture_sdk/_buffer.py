@@ -9,9 +9,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+C = TypeVar("C")
 
 
 class EventBuffer(Generic[T]):
@@ -44,8 +46,9 @@ class EventBuffer(Generic[T]):
             self._unfinished += len(items)
             self._cond.notify_all()
 
-    def take(self, interval_s: float) -> list[T]:
-        """Wait for a batch; returns [] only when closed and empty."""
+    def take(self, interval_s: float, claim: Callable[[list[T]], C]) -> C | None:
+        """Wait for a batch and `claim` it while the lock is held (so that `drain` at shutdown
+        never runs between the two); None only when closed and empty."""
         deadline = time.monotonic() + interval_s
         with self._cond:
             while True:
@@ -54,7 +57,7 @@ class EventBuffer(Generic[T]):
                 if self._items and (self._flush_requests or self._closed):
                     break
                 if not self._items and self._closed:
-                    return []
+                    return None
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     if self._items:
@@ -63,7 +66,7 @@ class EventBuffer(Generic[T]):
                     remaining = interval_s
                 self._cond.wait(remaining)
             count = min(self._batch_size, len(self._items))
-            return [self._items.popleft() for _ in range(count)]
+            return claim([self._items.popleft() for _ in range(count)])
 
     def done(self, count: int) -> None:
         with self._cond:

@@ -28,7 +28,7 @@ from capture_sdk._outcomes import Counters
 from capture_sdk._retry import RetryPolicy
 from capture_sdk._transport import HttpTransport, Transport
 from capture_sdk._validation import LocalValidator, ValidationMode
-from capture_sdk._worker import Worker
+from capture_sdk._worker import SHUTDOWN_DETAIL, Worker
 from event_schemas import SchemaRegistry
 
 log = logging.getLogger("capture_sdk")
@@ -74,6 +74,7 @@ class Client(ClientBase):
             self._closed = True
             self._counters = Counters()
             return
+        check_positive(request_timeout_s=request_timeout_s)  # as AsyncClient's transport does
         if transport is None:
             if endpoint is None:
                 raise ConfigurationError("Client needs an endpoint URL (or a transport)")
@@ -111,7 +112,7 @@ class Client(ClientBase):
             buffer=self._buffer,
             transport=self._transport,
             policy=self._policy,
-            outcomes=self._outcomes,
+            ledger=self._ledger,
             validator=self._validator,
             headers=self._headers,
             flush_interval_s=self._flush_interval_s,
@@ -144,7 +145,12 @@ class Client(ClientBase):
         return self._disabled or self._buffer.wait_done(timeout_s)
 
     def shutdown(self, timeout_s: float = 10.0) -> bool:
-        """Flush within `timeout_s`, then stop the worker; later `track()` calls are dropped."""
+        """Flush within `timeout_s`, then stop the worker; later `track()` calls are dropped.
+
+        Never takes much longer than `timeout_s`, even if the collector hangs: past 90% of it,
+        the request in flight is interrupted and every event not delivered by then is settled
+        before returning, as `shutdown` (or, with the spool, kept on disk: `spooled`).
+        """
         if self._closed:
             return True
         self._closed = True
@@ -153,7 +159,12 @@ class Client(ClientBase):
         flushed = self._buffer.wait_done(timeout_s * 0.9)
         if not flushed:
             self._worker.abort()
+            self._transport.close()  # wakes a sender stuck in a hung request
         self._worker.join(timeout_s * 0.1 if flushed else max(timeout_s * 0.1, 0.5))
+        # Whatever is left is settled here, not by threads that may never come back: the
+        # queue, and the batches the encoder or the sender still hold.
+        self._ledger.give_up(self._buffer.drain(), "shutdown", SHUTDOWN_DETAIL)
+        self._ledger.settle_all("shutdown", SHUTDOWN_DETAIL)
         self._transport.close()
         if self._spool is not None:
             self._spool.close()

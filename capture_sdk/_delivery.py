@@ -1,5 +1,6 @@
 """What Client and AsyncClient share: the event track() queues and the wire body (encoding,
-size limits, chunking). The accounting of outcomes is `_outcomes`.
+size limits, chunking). The accounting of outcomes is
+`_outcomes` and `_ledger`.
 
 No I/O and no threads here: the clients own sending and waiting.
 """
@@ -13,7 +14,7 @@ import logging
 import platform
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,6 @@ import msgspec
 from capture_sdk._errors import ConfigurationError, InvalidEventError
 from capture_sdk._events import QueuedEvent, WireEvent
 from capture_sdk._ids import uuid7
-from capture_sdk._outcomes import Outcomes
 from capture_sdk._validation import LocalValidator
 from capture_sdk._version import __version__
 
@@ -217,14 +217,17 @@ def wire_event(queued: QueuedEvent) -> WireEvent:
 Chunk = tuple[list[QueuedEvent], bytes]  # events, and their JSON joined by commas
 
 
+Drop = Callable[[list[QueuedEvent], str, str], None]  # events, reason, detail
+
+
 def encode_batch(
     batch: list[QueuedEvent],
     encoder: msgspec.json.Encoder,
-    outcomes: Outcomes,
+    drop: Drop,
     validator: LocalValidator,
     limits: SizeLimits,
 ) -> list[Chunk]:
-    """The events to send, cut into request-sized chunks; the others are dropped, counted.
+    """The events to send, cut into request-sized chunks; the others go to `drop`, counted.
 
     A chunk closes early when its JSON would pass `limits.max_batch_bytes`; an event whose
     JSON is over `limits.max_event_bytes` is dropped as `too_large` (the collector would
@@ -261,16 +264,8 @@ def encode_batch(
     if events:
         chunks.append((events, b",".join(encoded)))
     for reason, (dropped, detail) in drops.items():
-        outcomes.drop(dropped, reason, detail)  # one log line per reason and batch
+        drop(dropped, reason, detail)  # one log line per reason and batch
     return chunks
-
-
-def settled_events(batch: list[QueuedEvent], unsettled: list[QueuedEvent]) -> list[QueuedEvent]:
-    """The events of `batch` that are not in `unsettled` (by identity)."""
-    if not unsettled:
-        return batch
-    left = {id(e) for e in unsettled}
-    return [e for e in batch if id(e) not in left]
 
 
 def batch_body(payload: bytes) -> bytes:

@@ -21,6 +21,7 @@ DropReason = Literal[
     "spool_full",  # the disk spool was at spool_max_bytes (drop-new policy)
     "spool_corrupt",  # a torn or corrupt spool record found at start (its event is unknown)
     "too_large",  # its JSON is over max_event_bytes (the collector would refuse it)
+    "internal_error",  # a bug while sending its batch (ours, or a custom transport's)
 ]
 DROP_REASONS: tuple[str, ...] = DropReason.__args__  # type: ignore[attr-defined]
 
@@ -43,7 +44,7 @@ class QueuedEvent(msgspec.Struct, frozen=True, gc=False):
 
 
 class WireEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """One event as it goes on the wire (DESIGN.md's batch format)."""
+    """One event as it goes on the wire (the batch format in docs/architecture.md)."""
 
     event: str
     version: int
@@ -73,6 +74,17 @@ class DroppedEvent(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ClientStats(msgspec.Struct, frozen=True, kw_only=True):
+    """The client's counters, all in events. Every event is in exactly one bucket; once the
+    client is shut down (`queue_depth` 0, nothing in flight):
+
+        enqueued + replayed == sent + rejected + spooled + dropped after queueing
+
+    where "dropped after queueing" is `sum(dropped.values())` less `dropped["rejected"]`
+    (those are `rejected`), less what track() refused before queueing (`client_closed`,
+    `queue_full`, `spool_full`, and with the spool `too_large` / `unserializable`), less
+    `spool_corrupt` (records found damaged at start, never replayed).
+    """
+
     enqueued: int
     sent: int
     rejected: int
@@ -82,3 +94,10 @@ class ClientStats(msgspec.Struct, frozen=True, kw_only=True):
     replayed: int = 0  # events read back from the disk spool at start (maybe sent before)
     # left out by `sample_rates` at track(): by design, so not a drop (no on_error, no log)
     sampled_out: int = 0
+    # With the disk spool: events this client gave up on (retries exhausted, shutdown) whose
+    # record is on disk, kept for the next start to replay. Not a drop: no on_error.
+    spooled: int = 0
+    # With the disk spool: events whose record could not be written (disk full, directory
+    # gone). They stay queued in memory and are counted like any other event; only their
+    # crash-safety is lost. Not a drop, and not an event bucket of its own.
+    spool_errors: int = 0

@@ -104,10 +104,14 @@ class Intake:
             return
 
         def enqueue_in(segment: int) -> bool:
+            # segment -1: no record on disk (the write failed)
             return enqueue(msgspec.structs.replace(queued, encoded=payload, segment=segment))
 
-        accepted = self.spool.append(payload, enqueue_in)
-        if accepted is None:
+        result = self.spool.append(payload, enqueue_in)
+        if result == "full":
             self.outcomes.refused(queued, "spool_full", "spool is full")
-        elif not accepted:
+        elif result == "refused":
             self.outcomes.not_queued(queued, closed=closed)
+        elif result == "unspooled":
+            # queued in memory only: delivered or counted like any other event
+            self.outcomes.counters.add("spool_errors")

@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 import msgspec
 
 from capture_sdk._events import DROP_REASONS, ClientStats, DroppedEvent, FieldError, QueuedEvent
-from capture_sdk._retry import RetryPolicy, is_retriable_status, parse_retry_after
 from capture_sdk._transport import Response
 
 log = logging.getLogger("capture_sdk")
@@ -59,6 +58,8 @@ class Counters:
         self.retried = 0
         self.replayed = 0
         self.sampled_out = 0
+        self.spooled = 0
+        self.spool_errors = 0
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
 
     def add(self, name: str, count: int = 1) -> None:
@@ -80,6 +81,8 @@ class Counters:
                 queue_depth=queue_depth,
                 replayed=self.replayed,
                 sampled_out=self.sampled_out,
+                spooled=self.spooled,
+                spool_errors=self.spool_errors,
             )
 
 
@@ -90,19 +93,23 @@ class Outcomes:
         self.counters = counters
         self._report = report
 
-    def delivered(self, events: list[QueuedEvent], response: Response) -> None:
-        """A 200: everything sent, except the events the collector rejected (not retried)."""
+    @staticmethod
+    def read_result(
+        events: list[QueuedEvent], response: Response
+    ) -> tuple[list[QueuedEvent], list[tuple[QueuedEvent, DroppedEvent]]]:
+        """A 200 for `events`: (sent, rejected with their reports). Counts nothing."""
         try:
             result = _result_decoder.decode(response.body)
         except msgspec.DecodeError:
             # 200 means the collector acknowledged the batch; an odd body cannot undo that.
             log.warning("collector answered 200 with an unreadable body; counting all as sent")
             result = _BatchResult(accepted=len(events))
-        dropped = []
+        rejected: dict[int, tuple[QueuedEvent, DroppedEvent]] = {}
         for rejection in result.rejected:
             if 0 <= rejection.index < len(events):
                 event = events[rejection.index]
-                dropped.append(
+                rejected[id(event)] = (
+                    event,
                     DroppedEvent(
                         event_id=event.event_id,
                         event=event.event,
@@ -110,12 +117,17 @@ class Outcomes:
                         reason="rejected",
                         detail=f"rejected by the collector: {rejection.reason}",
                         errors=tuple(rejection.errors),
-                    )
+                    ),
                 )
-        self.counters.add("sent", len(events) - len(dropped))
-        if dropped:
-            self.counters.add("rejected", len(dropped))
-            self._emit(dropped, "rejected")
+        sent = [e for e in events if id(e) not in rejected]
+        return sent, list(rejected.values())
+
+    def count_result(self, sent: list[QueuedEvent], rejected: list[DroppedEvent]) -> None:
+        """Count what `read_result` found (rejected events are never retried)."""
+        self.counters.add("sent", len(sent))
+        if rejected:
+            self.counters.add("rejected", len(rejected))
+            self._emit(rejected, "rejected")
 
     def drop(self, events: Sequence[QueuedEvent], reason: str, detail: str) -> None:
         dropped = [
@@ -158,52 +170,3 @@ class Outcomes:
             "capture_sdk dropped %d event(s): %s (%s)", len(dropped), reason, dropped[0].detail
         )
         self._report(dropped)
-
-
-class BatchAttempts:
-    """One batch's attempts under the retry policy: what each answer (or network error) means.
-
-    Both clients' send loops call `after` once per attempt; only how they wait differs (a
-    thread's abortable wait, an asyncio sleep).
-    """
-
-    __slots__ = ("_clock", "_events", "_outcomes", "_policy", "_started", "attempt", "settled")
-
-    def __init__(
-        self,
-        events: list[QueuedEvent],
-        outcomes: Outcomes,
-        policy: RetryPolicy,
-        clock: Callable[[], float],
-    ) -> None:
-        self._events = events
-        self._outcomes = outcomes
-        self._policy = policy
-        self._clock = clock
-        self._started = clock()
-        self.attempt = 0
-        self.settled = False  # once done: every event delivered, rejected or refused for good
-
-    def after(self, response: Response | None) -> float | None:
-        """Seconds to wait before the next attempt, or None when the batch is done (`settled`
-        says whether it was delivered or refused, rather than given up). None: network error."""
-        self.attempt += 1
-        retry_after_s: float | None = None
-        if response is not None:
-            if response.status == 200:
-                self._outcomes.delivered(self._events, response)
-                self.settled = True
-                return None
-            if not is_retriable_status(response.status):
-                self._outcomes.drop(self._events, "collector_refused", describe(response))
-                self.settled = True
-                return None
-            retry_after_s = parse_retry_after(response.headers.get("retry-after"))
-        delay_s = self._policy.delay_s(self.attempt, retry_after_s)
-        if self._clock() - self._started + delay_s > self._policy.max_retry_time_s:
-            self._outcomes.drop(
-                self._events, "retries_exhausted", f"not delivered after {self.attempt} attempts"
-            )
-            return None
-        self._outcomes.counters.add("retried")
-        return delay_s

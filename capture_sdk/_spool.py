@@ -13,11 +13,13 @@ inside JSON, so a reader resynchronises on the next newline after a torn or corr
 such a record is skipped and counted (`spool_corrupt`), never fatal.
 
 A segment is deleted once every record in it was settled (acknowledged with a 200, or
-dropped for good: rejected, refused, invalid). Records left undelivered at exit (retries
-exhausted, shutdown) stay on disk and are replayed at the next start, so duplicates are
-possible (removable by `event_id`). The spool is bounded in bytes: new events beyond
-`max_bytes` are refused (`spool_full`). A lock file (`flock`) keeps two live processes off
-one directory. This module does no networking and never raises out of `append`.
+dropped for good: rejected, refused, invalid). Records the client gives up on (retries
+exhausted, shutdown) stay on disk and are counted `spooled`, not dropped: the next start
+replays them, so duplicates are possible (removable by `event_id`). The spool is bounded
+in bytes: new events beyond `max_bytes` are refused (`spool_full`). A write that fails or
+is short is cut back to the last whole record (so it cannot swallow the next one), and its
+event stays queued in memory only (`spool_errors`). A lock file (`flock`) keeps two live
+processes off one directory. This module does no networking and never raises out of `append`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -45,6 +48,10 @@ LOCK_NAME = "spool.lock"
 # A segment is closed (and can then be deleted as a whole) once it reaches this size.
 DEFAULT_SEGMENT_BYTES = 4 * 1024 * 1024
 _CRC_HEX_BYTES = 8
+
+# What `append` did with an event: written and queued; queued in memory only (the write
+# failed); refused by the memory queue (nothing written); or refused because the spool is full.
+AppendResult = Literal["queued", "unspooled", "refused", "full"]
 
 
 class _Head(msgspec.Struct):
@@ -111,6 +118,7 @@ class Spool:
         self._total_bytes = 0
         self._unsynced: list[_Segment] = []  # closed segments whose fd awaits fsync + close
         self._dirty = False
+        self._failing = False  # the last write failed (warn once per run of failures)
         self._lock_fd: int | None = None
 
     # --- start and stop ----------------------------------------------------------------------
@@ -187,43 +195,103 @@ class Spool:
 
     # --- the caller's side -------------------------------------------------------------------
 
-    def append(self, payload: bytes, enqueue: Callable[[int], bool]) -> bool | None:
-        """Write one record: None when the spool is full, else what `enqueue(seq)` returned.
+    def append(self, payload: bytes, enqueue: Callable[[int], bool]) -> AppendResult:
+        """Write one record, then queue its event with `enqueue(segment)` (False: the memory
+        queue refused it). Never raises: a failed write queues the event with no segment.
 
-        `enqueue` puts the event in the memory queue; it runs under the spool lock before the
-        write so that the record is counted in its segment before the worker can settle it.
+        Both run under the spool lock, so the record is counted in its segment before the
+        worker can settle it, and a record is on disk only for an event that was queued.
         """
         record = encode_record(payload)
         with self._lock:
             if self._total_bytes + len(record) > self._max_bytes:
-                return None
-            segment = self._active if self._active is not None else self._roll()
-            segment.written += 1
+                return "full"
+            segment = self._writable()
+            if segment is None or not self._write(segment, record):
+                # disk full, directory or file gone: the event is still sent from memory
+                return "unspooled" if enqueue(-1) else "refused"
             if not enqueue(segment.seq):
-                segment.written -= 1
-                return False
-            try:
-                assert segment.fd is not None
-                os.write(segment.fd, record)
-            except OSError as exc:  # disk full or gone: the event is still queued in memory
-                log.warning("capture_sdk spool write failed: %r", exc)
-                return True
+                self._cut_back(segment)  # no record for an event the queue refused
+                return "refused"
+            self._failing = False
+            segment.written += 1
             segment.size_bytes += len(record)
             self._total_bytes += len(record)
             self._dirty = True
             if segment.size_bytes >= self._segment_bytes:
                 self._active = None
                 self._unsynced.append(segment)
+            return "queued"
+
+    def _writable(self) -> _Segment | None:
+        segment = self._active
+        if segment is not None and segment.fd is not None:
+            try:
+                if os.fstat(segment.fd).st_nlink > 0:
+                    return segment
+            except OSError:
+                pass
+            # its file was deleted under us (the directory removed, say): records written
+            # there would survive nothing, so stop using it
+            self._retire(segment)
+        try:
+            return self._roll()
+        except OSError as exc:
+            self._warn(f"cannot create a spool segment: {exc!r}")
+            return None
+
+    def _write(self, segment: _Segment, record: bytes) -> bool:
+        assert segment.fd is not None
+        try:
+            written = os.write(segment.fd, record)
+        except OSError as exc:
+            self._warn(f"spool write failed: {exc!r}")
+            written = -1
+        if written == len(record):
             return True
+        if written >= 0:
+            self._warn(f"spool write was short ({written} of {len(record)} bytes)")
+        # a torn record would swallow the next one (the reader resyncs on a newline)
+        self._cut_back(segment)
+        return False
+
+    def _cut_back(self, segment: _Segment) -> None:
+        """Truncate the segment to its last whole record; if that fails, write no more there."""
+        assert segment.fd is not None
+        try:
+            os.ftruncate(segment.fd, segment.size_bytes)
+        except OSError as exc:
+            self._warn(f"spool truncate failed, closing the segment: {exc!r}")
+            self._retire(segment)
+
+    def _retire(self, segment: _Segment) -> None:
+        if segment is self._active:
+            self._active = None
+            self._unsynced.append(segment)  # fsynced and closed by the next sync()
+            self._dirty = True
+
+    def _warn(self, message: str) -> None:
+        if not self._failing:  # once per run of failures, not once per event
+            log.warning("capture_sdk %s; events stay queued in memory only", message)
+        self._failing = True
 
     def _roll(self) -> _Segment:
-        seq, self._next_seq = self._next_seq, self._next_seq + 1
+        seq = self._next_seq
         path = self.directory / f"{seq:012d}{SEGMENT_SUFFIX}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._next_seq = seq + 1
         segment = _Segment(seq, path, fd)
         self._segments[seq] = segment
         self._active = segment
         return segment
+
+    def keeps(self, seq: int) -> bool:
+        """Is the record of an event in segment `seq` on disk, for the next start to replay?"""
+        if seq < 0:
+            return False
+        with self._lock:
+            segment = self._segments.get(seq)
+        return segment is not None and segment.path.exists()
 
     # --- the worker's side -------------------------------------------------------------------
 

@@ -7,7 +7,9 @@ response came. It never retries and never decides what a status means (that is `
 from __future__ import annotations
 
 import abc
+import contextlib
 import http.client
+import socket
 import threading
 import urllib.parse
 from collections.abc import Mapping
@@ -84,10 +86,21 @@ class HttpTransport(Transport):
             return Response(response.status, data, {k.lower(): v for k, v in response.getheaders()})
 
     def close(self) -> None:
-        with self._lock:
+        if not self._lock.acquire(blocking=False):
+            # A send is in flight (a hung collector, at shutdown): do not wait for it. Shutting
+            # its socket down makes the blocked read fail now; the sender then cleans up.
+            connection = self._connection
+            sock = connection.sock if connection is not None else None
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            return
+        try:
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
+        finally:
+            self._lock.release()
 
     def after_fork(self) -> None:
         # The socket belongs to the parent (closing it here would be harmless, but a lock held

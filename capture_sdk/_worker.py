@@ -25,11 +25,10 @@ from capture_sdk._delivery import (
     SizeLimits,
     batch_body,
     encode_batch,
-    settled_events,
 )
 from capture_sdk._errors import TransportError
 from capture_sdk._events import QueuedEvent
-from capture_sdk._outcomes import BatchAttempts, Outcomes
+from capture_sdk._ledger import Batch, BatchAttempts, Ledger
 from capture_sdk._retry import RetryPolicy
 from capture_sdk._spool import Spool
 from capture_sdk._transport import Transport
@@ -37,7 +36,9 @@ from capture_sdk._validation import LocalValidator
 
 log = logging.getLogger("capture_sdk")
 
-Encoded = tuple[list[QueuedEvent], list[Chunk]]  # a batch, and its chunks ready to send
+Encoded = tuple[Batch, list[Chunk]]  # a batch, and its chunks ready to send
+
+SHUTDOWN_DETAIL = "client shut down before this event was sent"
 
 
 class Worker:
@@ -47,7 +48,7 @@ class Worker:
         buffer: EventBuffer[QueuedEvent],
         transport: Transport,
         policy: RetryPolicy,
-        outcomes: Outcomes,
+        ledger: Ledger,
         validator: LocalValidator,
         headers: RequestHeaders,
         flush_interval_s: float,
@@ -58,9 +59,8 @@ class Worker:
         self._buffer = buffer
         self._transport = transport
         self._policy = policy
-        self._outcomes = outcomes
+        self._ledger = ledger
         self._validator = validator
-        self._counters = outcomes.counters
         self._headers = headers
         self._flush_interval_s = flush_interval_s
         self._use_gzip = use_gzip
@@ -80,7 +80,7 @@ class Worker:
             thread.start()
 
     def abort(self) -> None:
-        """Stop waiting on retries: what is undelivered now is dropped as `shutdown`."""
+        """Stop waiting on retries: what is undelivered now is given up as `shutdown`."""
         self._abort.set()
 
     def join(self, timeout_s: float) -> bool:
@@ -92,23 +92,22 @@ class Worker:
     def _encode_loop(self) -> None:
         try:
             while True:
-                batch = self._buffer.take(self._flush_interval_s)
-                if not batch:
+                batch = self._buffer.take(self._flush_interval_s, self._ledger.claim)
+                if batch is None:
                     return
                 if self._spool is not None:
                     # group commit: one fsync covers every record written since the last batch
                     self._spool.sync()
                 if self._abort.is_set():
-                    self._give_up(batch)
+                    self._finish(batch, "shutdown", SHUTDOWN_DETAIL)
                     continue
                 try:
                     chunks = encode_batch(
-                        batch, self._encoder, self._outcomes, self._validator, self._limits
+                        batch.events, self._encoder, batch.drop, self._validator, self._limits
                     )
                 except Exception as exc:  # the worker must outlive any bug in one batch
                     log.exception("capture_sdk worker failed to encode a batch")
-                    self._internal_error(batch, exc)
-                    self._buffer.done(len(batch))
+                    self._finish(batch, "internal_error", f"internal error: {exc!r}")
                     continue
                 self._handoff.put((batch, chunks))
         finally:
@@ -118,32 +117,30 @@ class Worker:
         while (encoded := self._handoff.get()) is not None:
             batch, chunks = encoded
             if self._abort.is_set():
-                self._give_up(batch)
+                self._finish(batch, "shutdown", SHUTDOWN_DETAIL)
                 continue
             try:
-                unsettled: list[QueuedEvent] = []
                 for events, payload in chunks:
-                    if not self._send(events, payload):
-                        unsettled.extend(events)
-                if self._spool is not None:
-                    self._spool.settle(settled_events(batch, unsettled))
+                    if self._abort.is_set():
+                        break  # the chunks not sent yet are given up below
+                    self._send(batch, events, payload)
             except Exception as exc:  # the worker must outlive any bug in one batch
                 log.exception("capture_sdk worker failed on a batch")
-                self._internal_error(batch, exc)
-            finally:
-                self._buffer.done(len(batch))
+                # only what is still unsettled: chunks already sent stay counted as sent
+                self._finish(batch, "internal_error", f"internal error: {exc!r}")
+                continue
+            if self._abort.is_set():
+                self._finish(batch, "shutdown", SHUTDOWN_DETAIL)
+            else:  # every chunk was settled; anything left would be a bug, and still counted
+                self._finish(batch, "internal_error", "left unsettled by the sender")
 
-    def _give_up(self, batch: list[QueuedEvent]) -> None:
-        # not settled: spooled events stay on disk for the next start
-        self._outcomes.drop(batch, "shutdown", "client shut down before this event was sent")
-        self._buffer.done(len(batch))
+    def _finish(self, batch: Batch, reason: str, detail: str) -> None:
+        batch.close(reason, detail)  # gives up what is unsettled (kept on disk if spooled)
+        self._buffer.done(len(batch.events))
 
-    def _internal_error(self, batch: list[QueuedEvent], exc: Exception) -> None:
-        self._outcomes.drop(batch, "retries_exhausted", f"internal error: {exc!r}")
-
-    def _send(self, events: list[QueuedEvent], payload: bytes) -> bool:
-        """POST one chunk with retries; True when every event in it is settled."""
-        attempts = BatchAttempts(events, self._outcomes, self._policy, time.monotonic)
+    def _send(self, batch: Batch, events: list[QueuedEvent], payload: bytes) -> None:
+        """POST one chunk with retries, until each of its events is settled."""
+        attempts = BatchAttempts(events, batch, self._policy, time.monotonic)
         while True:
             response = None
             try:
@@ -151,14 +148,15 @@ class Worker:
                 response = self._transport.send(body, self._headers.for_body(body))
             except TransportError as exc:
                 log.debug("batch of %d not sent: %s", len(events), exc)
+                if self._abort.is_set():  # interrupted by shutdown(), not out of retries
+                    batch.give_up(events, "shutdown", "client shut down while sending this event")
+                    return
             delay_s = attempts.after(response)
             if delay_s is None:
-                return attempts.settled
+                return
             if self._abort.wait(delay_s):
-                self._outcomes.drop(
-                    events, "shutdown", "client shut down while retrying this event"
-                )
-                return False
+                batch.give_up(events, "shutdown", "client shut down while retrying this event")
+                return
 
     def _body(self, payload: bytes) -> bytes:
         body = batch_body(payload)

@@ -25,9 +25,14 @@ _COUNTERS = (
     ("enqueued", "Events accepted by track() and queued."),
     ("sent", "Events the collector acknowledged."),
     ("rejected", "Events the collector dead-lettered (schema validation); never retried."),
-    ("retried", "Batch requests retried (a retry is not a drop)."),
+    (
+        "retried",
+        "Events sent again: each retry of a request counts every event in it (not a drop).",
+    ),
     ("replayed", "Events read back from the disk spool at start."),
     ("sampled_out", "Events left out by sample_rates at track() (by design, not a drop)."),
+    ("spooled", "Events given up by this process but kept in the disk spool for the next start."),
+    ("spool_errors", "Events whose spool write failed; queued in memory only (not a drop)."),
 )
 
 

@@ -129,6 +129,11 @@ def create_app(
     app.router.add_get("/metrics", handlers.handle_metrics)
     app.router.add_get("/openapi.json", handle_openapi)
     segment.add_routes(app, segment_config)  # /compat/segment: Segment's tracking API
+    for resource_route in app.router.routes():
+        # One place for every route: aiohttp's default Expect handler runs before the
+        # middlewares and answers a non-UTF-8 value with a plain-text 500 (see handle_expect).
+        # aiohttp has no public setter; the route keeps the handler in this attribute.
+        resource_route._expect_handler = handlers.handle_expect
     return app
 
 

@@ -17,8 +17,8 @@ import math
 
 import msgspec
 from aiohttp import web
-from multidict import CIMultiDictProxy
 
+from collector import browser_forms, headers
 from collector.decoding import DecodedBatch
 from collector.errors import CollectorError, Forbidden, RateLimited, Unauthorized
 from collector.metrics import Metrics
@@ -57,21 +57,25 @@ def sign(secret: bytes, timestamp_s: int, body: bytes) -> str:
     return SIGNATURE_SCHEME + mac.hexdigest()
 
 
-def presented_key(headers: CIMultiDictProxy[str]) -> str | None:
-    """The key from `Authorization: Bearer <key>` or HTTP Basic with the key as username."""
-    value = headers.get("Authorization")
+def presented_key(request: web.BaseRequest) -> bytes | None:
+    """The key as sent, from `Authorization: Bearer <key>` or HTTP Basic with the key as
+    username. Bytes, not text: a key whose bytes are not UTF-8 cannot equal a configured key,
+    so its digest finds nothing and it is `unknown_key`, with no decoding step that can fail.
+    A header of another shape (unknown scheme, Basic that is not base64) is no key at all.
+    """
+    value = headers.raw(request, "Authorization")
     if value is None:
         return None
-    scheme, _, credentials = value.strip().partition(" ")
+    scheme, _, credentials = value.strip().partition(b" ")
     credentials = credentials.strip()
-    if scheme.lower() == "bearer":
+    if scheme.lower() == b"bearer":
         return credentials or None
-    if scheme.lower() == "basic":
+    if scheme.lower() == b"basic":
         try:
-            decoded = base64.b64decode(credentials, validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
+            decoded = base64.b64decode(credentials, validate=True)
+        except binascii.Error:  # bytes input: any non-alphabet byte is binascii.Error
             return None
-        username = decoded.partition(":")[0]
+        username = decoded.partition(b":")[0]
         return username or None
     return None
 
@@ -84,7 +88,7 @@ def admit(
     """
     if sources.open:
         return None
-    key = presented_key(request.headers)
+    key = presented_key(request) or browser_forms.query_key(request)
     if key is None:
         raise _refused(
             metrics,
@@ -100,7 +104,9 @@ def admit(
         raise _refused(
             metrics, None, Unauthorized("the write key is not known", reason="unknown_key")
         )
-    _check_origin(entry, request.headers.get("Origin"), metrics)
+    _check_origin(entry, headers.text(request, "Origin"), metrics)
+    if (form_error := browser_forms.key_form_error(request, entry)) is not None:
+        raise _refused(metrics, entry, form_error)
     wait_s = limiter.wait_s(digest)
     if wait_s > 0.0:
         source = entry.source
@@ -183,7 +189,7 @@ class SignatureCheck:
 
 def start_signature_check(
     entry: KeyEntry | None,
-    headers: CIMultiDictProxy[str],
+    request: web.BaseRequest,
     *,
     now_s: float,
     tolerance_s: int,
@@ -194,12 +200,13 @@ def start_signature_check(
     """
     if entry is None or not entry.source.signing_secrets:
         return None
-    stamp = headers.get(TIMESTAMP_HEADER, "").strip()
-    # compare_digest refuses non-ASCII str; bytes compare whatever was sent
+    stamp = (headers.text(request, TIMESTAMP_HEADER) or "").strip()
+    # bytes as sent: compare_digest refuses non-ASCII str, and bytes compare whatever came
+    scheme = SIGNATURE_SCHEME.encode()
     provided = [
-        part.strip().encode(errors="replace")
-        for part in headers.get(SIGNATURE_HEADER, "").split(",")
-        if part.strip().startswith(SIGNATURE_SCHEME)
+        part.strip()
+        for part in (headers.raw(request, SIGNATURE_HEADER) or b"").split(b",")
+        if part.strip().startswith(scheme)
     ][:MAX_SIGNATURES]
     problem = None
     if not stamp or not provided:

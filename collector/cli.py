@@ -8,9 +8,10 @@ this module parses arguments and starts things, and holds no pipeline logic.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from aiohttp import web
@@ -20,10 +21,13 @@ from collector.app import RUNNER_OPTIONS, ServerSetupError, create_app, require_
 from collector.logs import configure_logging
 from collector.settings import FIELDS, Settings, SettingsError, env_var, load_settings
 from collector.shutdown import drain_timeout_s
+from collector.startup import check_startup
 from collector.workers import run_workers
 from event_schemas import SchemaLoadError, check_registry, load_registry
 from event_schemas.codegen import PYTHON_OUT, TYPESCRIPT_OUT, python_source, typescript_source
 from event_schemas.docs import render_markdown
+
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,10 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--dir", default=None, help="schema directory (default: the bundled plan)")
     codegen = schemas_sub.add_parser(
         "codegen",
-        help="generate typed events (msgspec Structs and TypeScript declarations)",
+        help="generate typed events (msgspec Structs and the TypeScript plan module)",
         description="Generate one msgspec Struct per event version (for Client.track) and the "
-        "matching TypeScript declarations. With --check, write nothing and exit 1 if the files "
-        "on disk differ from what would be generated.",
+        "matching TypeScript types (the module sdk-js imports). With --check, write nothing "
+        "and exit 1 if the files on disk differ from what would be generated.",
     )
     codegen.add_argument("--dir", default=None, help="schema directory (default: the bundled plan)")
     codegen.add_argument(
@@ -74,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     codegen.add_argument(
         "--typescript",
         default=None,
-        metavar="OUT.d.ts",
-        help=f"TypeScript declarations to write (default: {TYPESCRIPT_OUT})",
+        metavar="OUT.ts",
+        help=f"TypeScript module to write (default: {TYPESCRIPT_OUT})",
     )
     codegen.add_argument(
         "--check", action="store_true", help="compare with the files on disk, write nothing"
@@ -118,15 +122,28 @@ def render_docs(directory: str | None, out: str | None) -> int:
     return 0
 
 
+# What start-up raises for a setting that cannot work; each becomes one line and exit 2.
+STARTUP_ERRORS = (SettingsError, SchemaLoadError, ServerSetupError)
+
+
+def refuse_to_start(exc: Exception) -> int:
+    """The one place a start-up error becomes `capture serve: <one line>` and exit code 2."""
+    line = " ".join(str(exc).split())  # one line, whatever the message holds
+    if isinstance(exc, SchemaLoadError):
+        line = f"the tracking plan ({env_var('schemas_dir')}) does not load: {line}"
+    print(f"capture serve: {line}", file=sys.stderr)
+    return 2
+
+
 def serve(args: argparse.Namespace) -> int:
     overrides = {field: getattr(args, field) for field in FIELDS}
     try:
         settings = load_settings(os.environ, overrides)
         require_c_http_parser()
         create_app(settings)  # fail here, before forking, on a bad plan or sink setting
-    except (SettingsError, SchemaLoadError, ServerSetupError) as exc:
-        print(f"capture serve: {exc}", file=sys.stderr)
-        return 2
+        check_startup(settings)  # the sink kind, data dir and listen address
+    except STARTUP_ERRORS as exc:
+        return refuse_to_start(exc)
     configure_logging(settings.log_level, settings.log_format)
     where = settings.data_dir if settings.sink_kind == "file" else settings.kafka_bootstrap_servers
     print(
@@ -140,11 +157,34 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def serve_one(settings: Settings, *, reuse_port: bool = False) -> int:
+    """Serve until stopped: 0; 2 (a refused start) only for an error before the listener
+    is up; 1 for one after it, which a worker supervisor restarts rather than stopping all."""
+    listening = False
+
+    def on_listening(*_message: object) -> None:
+        nonlocal listening
+        listening = True
+
+    try:
+        _run(settings, reuse_port=reuse_port, on_listening=on_listening)
+    except OSError as exc:
+        if listening:  # served, then failed (e.g. the sink's flush at shutdown): a crash
+            log.exception("capture serve: stopped by an error after it started serving")
+            return 1
+        # check_startup passed, then the port was taken or the data dir went away: the
+        # listener and the sink start inside run_app, before the first request.
+        return refuse_to_start(SettingsError(f"cannot start: {exc}"))
+    return 0
+
+
+def _run(settings: Settings, *, reuse_port: bool, on_listening: Callable[..., None]) -> None:
     web.run_app(
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        print=None,
+        # run_app calls `print` once, after every site is listening (and before then runs
+        # the app's start-up: the sink): the one hook that marks the end of start-up.
+        print=on_listening,
         access_log=None,
         reuse_port=reuse_port or None,
         # SIGTERM: aiohttp closes the listener, waits this long for handlers, then runs the
@@ -153,7 +193,6 @@ def serve_one(settings: Settings, *, reuse_port: bool = False) -> int:
         shutdown_timeout=drain_timeout_s(settings.shutdown_timeout_s),
         **RUNNER_OPTIONS,
     )
-    return 0
 
 
 def check_schemas(directory: str | None) -> int:

@@ -93,6 +93,11 @@ def _parse(text: str | None) -> IpAddress | None:
         address = ipaddress.ip_address(text.strip().strip("[]"))
     except ValueError:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped  # a dual-stack socket's view of an IPv4 client
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped  # a dual-stack socket's view of an IPv4 client
+        if address.scope_id is not None:
+            # `fe80::1%eth0`: the zone names an interface of the sender, arbitrary text that
+            # means nothing here; keep the address only
+            return ipaddress.IPv6Address(address.packed)
     return address

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from collector.settings import SettingsError
+from collector.settings import SettingsError, env_var
 
 # top-level tables and the module that owns each
 SECTIONS = {
@@ -25,14 +25,21 @@ def load_config_file(path: str | None) -> dict[str, Any]:
     """The file's top-level tables (empty without a file); an unknown table is an error."""
     if path is None:
         return {}
+    setting = env_var("config_file")
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise SettingsError(f"cannot read the config file {path}: {exc.strerror}") from exc
+        raise SettingsError(
+            f"cannot read the config file {path} ({setting}): {exc.strerror}"
+        ) from exc
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 by definition
+        raise SettingsError(
+            f"config file {path} ({setting}) is not UTF-8 text: {exc.reason}"
+        ) from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(f"config file {path} is not valid TOML: {exc}") from exc
+        raise SettingsError(f"config file {path} ({setting}) is not valid TOML: {exc}") from exc
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         known = ", ".join(SECTIONS)

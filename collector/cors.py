@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from collector import keys
+from collector import headers, keys
 from collector.errors import Forbidden
 from collector.handlers import Handler
 
@@ -22,7 +22,7 @@ CORS_PATHS = frozenset({"/v1/batch"})
 
 
 def _allowed_origin(request: web.Request) -> str | None:
-    origin = request.headers.get("Origin")
+    origin = headers.text(request, "Origin")
     if origin is None or request.path not in CORS_PATHS:
         return None
     if origin.lower() not in request.app[keys.SOURCES].browser_origins:
@@ -40,6 +40,8 @@ async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if origin is not None:
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Vary"] = "Origin"
+        # not a safelisted response header: without this the browser SDK cannot honour it
+        response.headers["Access-Control-Expose-Headers"] = "Retry-After"
     return response
 
 
@@ -51,7 +53,7 @@ async def handle_preflight(request: web.Request) -> web.Response:
             "this origin is not allowed to send events (no browser source lists it)",
             reason="origin_not_allowed",
         )
-    method = request.headers.get("Access-Control-Request-Method", "")
+    method = headers.text(request, "Access-Control-Request-Method") or ""
     if method.upper() != ALLOWED_METHODS:
         raise Forbidden(
             f"only {ALLOWED_METHODS} is allowed cross-origin, not {method[:20]!r}",

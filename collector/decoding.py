@@ -1,5 +1,5 @@
-"""Stage: read a request body within its size and time limits, un-gzip it as it arrives, and
-decode the batch envelope.
+"""Stage: read a request body within its size and time limits, un-gzip it once it is complete,
+and decode the batch envelope.
 
 Refuses the whole request (400/408/413/415) only when it cannot be split into events at all, or
 breaks a whole-request limit; problems inside single events are the validation stage's business.
@@ -19,8 +19,10 @@ import msgspec
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
+from collector import headers
 from collector.errors import (
     BadRequest,
+    IncompleteBody,
     PayloadTooLarge,
     RequestTimeout,
     UnsupportedMediaType,
@@ -63,11 +65,15 @@ async def read_body(
     max_decompressed_bytes: int,
     body_read_timeout_s: float | None = None,
     on_chunk: Callable[[bytes], None] | None = None,
+    on_size: Callable[[int], None] | None = None,
 ) -> bytes:
     """The body, inflated; the whole read (not each chunk) must end within the timeout.
     `on_chunk` sees each chunk as sent, before inflating (auth: a signed request's HMAC).
+    `on_size` is told how many bytes the request holds so far: after each chunk, what arrived;
+    once a gzip body is complete, what arrived plus what it inflated to, as it inflates. It may
+    raise to refuse the request.
     """
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    encoding = (headers.text(request, "Content-Encoding") or "identity").strip().lower()
     if encoding not in ("identity", "gzip"):
         raise UnsupportedMediaType(
             f"Content-Encoding {encoding!r} is not supported (use gzip or none)",
@@ -89,18 +95,27 @@ async def read_body(
                     raise PayloadTooLarge(f"body exceeds the limit of {max_body_bytes} bytes")
                 if on_chunk is not None:
                     on_chunk(chunk)
-                if sink is not None:
-                    sink.feed(chunk)
-                else:
-                    chunks.append(chunk)
+                if sink is not None and not chunks:
+                    sink.check_start(chunk)
+                # gzip stays compressed until the body is complete: an unfinished request
+                # holds only what it sent, however far its bytes would inflate (issue 12).
+                chunks.append(chunk)
+                if on_size is not None:  # the in-flight budget: bytes held, not declared
+                    on_size(received)
     except TimeoutError as exc:
         raise RequestTimeout(
             f"the body was not received within {body_read_timeout_s} s ({received} bytes arrived)"
         ) from exc
     except RequestPayloadError as exc:
         raise BadRequest(f"cannot read the request body: {exc}") from exc
+    except OSError as exc:  # after TimeoutError, which is one too
+        # The client hung up mid-body (aiohttp hands the read ConnectionResetError, or the
+        # transport's own error): its fault, not ours, and nobody is left to read the answer.
+        raise IncompleteBody(
+            f"the connection closed after {received} bytes of the body ({exc or 'no reason'})"
+        ) from exc
     if sink is not None:
-        return sink.finish()
+        return sink.inflate(chunks, on_size)
     body = b"".join(chunks)
     if len(body) > max_decompressed_bytes:
         raise PayloadTooLarge(f"body exceeds the limit of {max_decompressed_bytes} bytes")
@@ -108,7 +123,7 @@ async def read_body(
 
 
 class GzipInflater:
-    """Inflates gzip as chunks arrive, refusing at once when the output passes `max_bytes`.
+    """Inflates gzip chunk by chunk, refusing at once when the output passes `max_bytes`.
 
     Each `decompress` call may produce at most the room left plus one byte, so a bomb costs
     at most `max_bytes` of memory and the CPU to inflate that much, whatever its ratio.
@@ -124,14 +139,29 @@ class GzipInflater:
         self._members = 0
         self._started = False
 
+    @staticmethod
+    def check_start(data: bytes) -> None:
+        """Refuse, from a body's first bytes, one that cannot be gzip."""
+        if not GZIP_MAGIC.startswith(data[:2]):
+            # Also what a host that let aiohttp inflate the body (auto_decompress) sends on.
+            raise BadRequest(
+                "Content-Encoding is gzip but the body is not gzip", reason="invalid_gzip"
+            )
+
+    def inflate(self, chunks: list[bytes], on_size: Callable[[int], None] | None) -> bytes:
+        """A complete body's chunks, inflated; `on_size` is told compressed + inflated bytes
+        after each chunk (both are in memory until the request ends) and may raise."""
+        compressed = sum(map(len, chunks))
+        for chunk in chunks:
+            self.feed(chunk)
+            if on_size is not None:
+                on_size(compressed + self.inflated_bytes)
+        return self.finish()
+
     def feed(self, data: bytes) -> None:
         if not self._started and data:
             self._started = True
-            if not GZIP_MAGIC.startswith(data[:2]):
-                # Also what a host that let aiohttp inflate the body (auto_decompress) sends on.
-                raise BadRequest(
-                    "Content-Encoding is gzip but the body is not gzip", reason="invalid_gzip"
-                )
+            self.check_start(data)
         while data:
             if self._inflater is None:
                 self._members += 1
@@ -161,6 +191,10 @@ class GzipInflater:
                 break  # no progress possible without more input (zlib keeps it buffered)
             else:
                 data = inflater.unconsumed_tail
+
+    @property
+    def inflated_bytes(self) -> int:
+        return self._max_bytes - self._room
 
     def finish(self) -> bytes:
         if not self._started or self._inflater is not None:

@@ -23,6 +23,12 @@ from collector.validation import Annotated
 _encoder = msgspec.json.Encoder()
 _NO_CONTEXT = RequestContext()
 
+# How far after its receipt an event's time may lie before it is taken as absurd: as PostHog
+# does, 23 h, which a client that labels local time as UTC (offsets reach +14:00) stays within.
+MAX_AHEAD = dt.timedelta(hours=23)
+# Every timestamp written converts to UTC (what consumers and Parquet do first).
+EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC)
+
 # RFC 3339 with an offset, as the SDK writes it; anything else means "no usable sent_at".
 SentAt = Constrained[dt.datetime, msgspec.Meta(tz=True)]
 
@@ -44,17 +50,38 @@ def enrich(
     sent = msgspec.Raw(encode(sent_at)) if skew is not None else NULL
     ip = msgspec.Raw(encode(request.ip)) if request.ip is not None else NULL
     agent = msgspec.Raw(encode(request.user_agent)) if request.user_agent is not None else NULL
-    # One pass per batch, the branch hoisted out of it (this is the hot path).
+    latest = _plus(received_at, MAX_AHEAD)
+    # The one place a client's time becomes `timestamp`, and no time can make it raise: a
+    # correction that leaves Python's datetime range, lands before 0001-01-01Z (an offset such
+    # as +23:59 at the start of year 1) or more than MAX_AHEAD after the receipt is absurd
+    # (an event cannot happen after it was received), and the receipt is written instead.
+    # This is the hot path: the branch is hoisted out of the loop, and the range is checked
+    # against bounds on the event's own wall clock. Comparing datetimes of different tzinfo
+    # costs CPython a UTC conversion each (~2 us); with the same tzinfo object (msgspec gives
+    # one per distinct offset) it is a field compare, and a batch rarely has more than one.
+    zone: dt.tzinfo | None = dt.UTC
+    low, high = _window(dt.UTC, latest)
     if skew:  # a timedelta is false when zero: then the event time needs no correction
         for event in events:
-            event.timestamp = event.occurred_at + skew
+            try:
+                timestamp = event.occurred_at + skew
+            except OverflowError:
+                timestamp = received_at
+            if timestamp.tzinfo is not zone:
+                zone = timestamp.tzinfo
+                low, high = _window(zone, latest)
+            event.timestamp = timestamp if low <= timestamp <= high else received_at
             event.sent_at = sent
             event.received_at = received
             event.ip = ip
             event.user_agent = agent
     else:
         for event in events:
-            event.timestamp = event.occurred_at
+            timestamp = event.occurred_at
+            if timestamp.tzinfo is not zone:
+                zone = timestamp.tzinfo
+                low, high = _window(zone, latest)
+            event.timestamp = timestamp if low <= timestamp <= high else received_at
             event.sent_at = sent
             event.received_at = received
             event.ip = ip
@@ -99,3 +126,31 @@ def _protect(
         elif values[name] is not None:
             values[name] = pii_hash(values[name], key)
     return msgspec.Raw(_encoder.encode(values))
+
+
+def _window(zone: dt.tzinfo | None, latest: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """EARLIEST and `latest` as times on `zone`'s wall clock, the same instants exactly.
+
+    A bound that does not fit there is replaced by that zone's end of the range: every time
+    it can hold lies inside it (EARLIEST in -05:00 would be in year 0, so all of year 1 in
+    -05:00 is after it). Only a fixed offset makes a wall-clock compare exact; any other
+    tzinfo keeps the UTC bounds (then each compare converts).
+    """
+    if not isinstance(zone, dt.timezone):
+        return EARLIEST, latest
+    try:
+        low = EARLIEST.astimezone(zone)
+    except OverflowError:
+        low = dt.datetime.min.replace(tzinfo=zone)
+    try:
+        high = latest.astimezone(zone)
+    except OverflowError:
+        high = dt.datetime.max.replace(tzinfo=zone)
+    return low, high
+
+
+def _plus(moment: dt.datetime, delta: dt.timedelta) -> dt.datetime:
+    try:
+        return moment + delta
+    except OverflowError:
+        return dt.datetime.max.replace(tzinfo=dt.UTC)

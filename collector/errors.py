@@ -1,11 +1,14 @@
 """The collector's error tree; each class carries its HTTP policy as class attributes.
 
-    CollectorError                 500 internal_error
-    ├── BadRequest                 400 (malformed_json, invalid_envelope, invalid_gzip,
-    │                                   too_deep)
+    CollectorError                 500 internal_error (also any other exception: a bug)
+    ├── BadRequest                 400 (bad_request, malformed_json, invalid_envelope,
+    │   │                               invalid_gzip, too_deep)
+    │   └── IncompleteBody         400 incomplete_body: the client hung up mid-body
     ├── Unauthorized               401 (missing_key, unknown_key, invalid_signature)
-    ├── Forbidden                  403 (event_not_allowed, origin_not_allowed)
+    ├── Forbidden                  403 (event_not_allowed, origin_not_allowed,
+    │                                   method_not_allowed: a CORS preflight for not-POST)
     ├── RateLimited                429 rate_limited, with Retry-After
+    ├── ExpectationFailed          417 expectation_failed: an Expect other than 100-continue
     ├── RequestTimeout             408 body_timeout: the body did not arrive in time
     ├── PayloadTooLarge            413 (body_too_large, too_many_events)
     ├── UnsupportedMediaType       415 (unsupported_encoding, unsupported_content_type)
@@ -13,8 +16,10 @@
     │   └── Overloaded             503 overloaded: too many bytes in flight, refused at once
     └── SinkRejected               500 sink_rejected (the sink refused a record for good)
 
-`handlers.error_middleware` is the one place that turns these into JSON responses. The
-`reason` values form a bounded set because they are used as metric labels.
+`handlers.error_middleware` is the one place that turns these into JSON responses (aiohttp's
+own 404/405/413 included). The `reason` values form a bounded set because they are used as
+metric labels. No client input may reach a 500 other than `sink_rejected`; README's error
+table lists every answer.
 """
 
 from __future__ import annotations
@@ -42,6 +47,23 @@ class BadRequest(CollectorError):
     status = 400
     reason = "bad_request"
     retriable = False
+
+
+class IncompleteBody(BadRequest):
+    """The client closed the connection before its body was complete (it cannot read the
+    answer; the status is what the request is counted and logged as)."""
+
+    reason = "incomplete_body"
+    close_connection = True
+
+
+class ExpectationFailed(CollectorError):
+    """An `Expect` header other than `100-continue` (RFC 9110 10.1.1)."""
+
+    status = 417
+    reason = "expectation_failed"
+    retriable = False
+    close_connection = True  # the body, if the client sent it anyway, was never read
 
 
 class RequestTimeout(CollectorError):
@@ -106,7 +128,7 @@ class SinkUnavailable(CollectorError):
 
 
 class Overloaded(SinkUnavailable):
-    """Refused before reading the body: this process already holds max_inflight_bytes."""
+    """Refused at once: the bytes this request holds do not fit in max_inflight_bytes."""
 
     reason = "overloaded"
 

@@ -16,12 +16,11 @@ from collector.config_file import load_config_file
 from collector.model import EventName, Version
 from collector.settings import SettingsError
 from event_schemas.errors import split_validation_error
+from event_schemas.topics import MAX_TOPIC_CHARS, topic_error
 
 TEMPLATE_FIELDS = frozenset({"event", "version"})
 ALL_EVENTS = "*"
 
-# Kafka's own limit on topic names.
-MAX_TOPIC_CHARS = 249
 TopicTemplate = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TOPIC_CHARS)]
 
 
@@ -53,7 +52,9 @@ class RoutingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
 
 def check_topic_template(template: str) -> None:
-    """Raise ValueError unless `template` uses only `{event}` and `{version}` placeholders."""
+    """Raise ValueError unless `template` uses only `{event}` and `{version}` placeholders
+    and its own text is legal in a topic name (what it yields per event is checked with the
+    plan, see `collector.reload.check_topics`)."""
     try:
         parts = list(string.Formatter().parse(template))
     except ValueError as exc:
@@ -66,6 +67,10 @@ def check_topic_template(template: str) -> None:
                 f"`{template}` uses `{{{field}}}`; a topic template may only use"
                 " {event} and {version}"
             )
+    # Any event name and version are legal text themselves: what fails here is the template's.
+    problem = topic_error(render_topic(template, "e", 1))
+    if problem is not None:
+        raise ValueError(f"`{template}` does not make topic names: {problem}")
 
 
 def render_topic(template: str, event: str, version: int) -> str:

@@ -16,11 +16,17 @@ from collections.abc import Awaitable, Callable
 import msgspec
 from aiohttp import web
 
-from collector import auth, keys
+from collector import auth, browser_forms, headers, keys
 from collector.client_ip import RequestContext
-from collector.decoding import check_content_type, decode_batch, read_body
+from collector.decoding import decode_batch, read_body
 from collector.enrichment import enrich
-from collector.errors import CollectorError, Overloaded, SinkRejected, SinkUnavailable
+from collector.errors import (
+    CollectorError,
+    ExpectationFailed,
+    Overloaded,
+    SinkRejected,
+    SinkUnavailable,
+)
 from collector.metrics import SCRAPE_CONTENT_TYPE
 from collector.model import BatchResponse, ErrorBody, Rejected
 from collector.reload import Plan
@@ -61,9 +67,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     route_label = resource.canonical if resource is not None else "unmatched"
     started = time.perf_counter()
     try:
+        refuse_unknown_expectation(request)
         response = await handler(request)
     except CollectorError as exc:
         retry_after = exc.retry_after_s
+        # a detail may quote what the client sent: never let its bytes break the answer (or
+        # the log line)
+        detail = headers.clean(exc.detail)
         if exc.status >= 500:
             log.warning(
                 "%s %s -> %d %s: %s",
@@ -71,9 +81,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 request.path,
                 exc.status,
                 exc.reason,
-                exc.detail,
+                detail,
             )
-        response = error_response(exc.status, exc.reason, exc.detail, retry_after_s=retry_after)
+        response = error_response(exc.status, exc.reason, detail, retry_after_s=retry_after)
         if exc.close_connection:  # aiohttp closes after answering (and draining, if it can)
             response.force_close()
         if exc.status == 401:  # RFC 9110: a 401 names the scheme it wants
@@ -90,6 +100,29 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     metrics.requests.labels(route_label, str(response.status)).inc()
     metrics.request_seconds.labels(route_label).observe(time.perf_counter() - started)
     return response
+
+
+CONTINUE = "100-continue"
+
+
+async def handle_expect(request: web.Request) -> None:
+    """Every route's `Expect` handler (app.py installs it), run before the middlewares.
+
+    aiohttp's own answers anything but 100-continue with a plain-text 417 that quotes the
+    value, and raises (a 500) when the value holds bytes that are not UTF-8. Here it only
+    says "100 Continue" (RFC 9110: the token is case-insensitive); any other expectation is
+    left to `error_middleware`, which refuses it like every other error.
+    """
+    expect = headers.text(request, "Expect")
+    if expect is not None and expect.strip().lower() == CONTINUE and request.version >= (1, 1):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # as aiohttp does: the answer has not started yet
+
+
+def refuse_unknown_expectation(request: web.Request) -> None:
+    expect = headers.text(request, "Expect")
+    if expect and expect.strip().lower() != CONTINUE:
+        raise ExpectationFailed(f"cannot meet the expectation {expect[:100]!r}; send no Expect")
 
 
 # what a route does with a body that passed auth and the size limits (native or compat API)
@@ -111,21 +144,32 @@ async def receive(request: web.Request, ingest: Ingest) -> web.Response:
     entry = auth.admit(request, app[keys.SOURCES], app[keys.RATE_LIMITER], metrics)
     signature = auth.start_signature_check(
         entry,
-        request.headers,
+        request,
         now_s=app[keys.CLOCK]().timestamp(),
         tolerance_s=settings.signature_tolerance_s,
         metrics=metrics,
     )
-    check_content_type(request)
+    browser_forms.check_body_type(request, entry)
     inflight = app[keys.INFLIGHT]
-    reserved = request.content_length or settings.max_body_bytes
-    if not inflight.try_acquire(reserved):
+    if inflight.full:
         raise Overloaded(
             f"{inflight.bytes} bytes already in flight (limit {inflight.limit_bytes}); retry later",
             retry_after_s=settings.retry_after_s,
         )
-    # set, not a callback: in multiprocess mode only written values reach the shared files
-    metrics.inflight_bytes.set(inflight.bytes)
+    # Held as the body arrives, not as declared: a Content-Length costs nothing until its
+    # bytes come, so clients that announce large bodies and trickle them cannot fill the
+    # budget (issue 12). Released once, in `finally`, whatever the request's fate.
+    reservation = inflight.reserve()
+
+    def hold(size: int) -> None:
+        if not reservation.hold(size):
+            raise Overloaded(
+                f"the body does not fit in {inflight.limit_bytes} bytes in flight; retry later",
+                retry_after_s=settings.retry_after_s,
+            )
+        # set, not a callback: in multiprocess mode only written values reach the shared files
+        metrics.inflight_bytes.set(inflight.bytes)
+
     try:
         body = await read_body(
             request,
@@ -133,27 +177,22 @@ async def receive(request: web.Request, ingest: Ingest) -> web.Response:
             max_decompressed_bytes=settings.max_decompressed_bytes,
             body_read_timeout_s=settings.body_read_timeout_s,
             on_chunk=signature.update if signature is not None else None,
+            on_size=hold,
         )
+        body = browser_forms.inflate_sniffed(request, body, settings.max_decompressed_bytes)
         if signature is not None:
             signature.verify()
         # bytes as they came off the wire (still gzip), and what the pipeline decodes
         metrics.body_sent_bytes.observe(request.content.total_bytes)
         metrics.body_inflated_bytes.observe(len(body))
-        if len(body) > reserved:  # inflated: hold what it really takes
-            if not inflight.try_acquire(len(body) - reserved):
-                raise Overloaded(
-                    f"the inflated body does not fit in {inflight.limit_bytes} bytes in flight",
-                    retry_after_s=settings.retry_after_s,
-                )
-            reserved = len(body)
         client = app[keys.CLIENTS].context(
             request.remote,
-            request.headers.getall("X-Forwarded-For", ()),
-            request.headers.get("User-Agent"),
+            headers.all_text(request, "X-Forwarded-For"),
+            headers.text(request, "User-Agent"),
         )
         return await ingest(app, body, client, entry)
     finally:
-        inflight.release(reserved)
+        reservation.release()
         metrics.inflight_bytes.set(inflight.bytes)
 
 

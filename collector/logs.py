@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 # LogRecord's own attributes; anything else on a record came from `extra=` and is emitted.
 _STANDARD_ATTRS = frozenset(
     {*vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None)), "message", "asctime"}
@@ -115,6 +117,31 @@ class RateLimitFilter(logging.Filter):
         self._handler.handle(summary)
 
 
+class ParserRefusalFilter(logging.Filter):
+    """aiohttp.server's record of a request its HTTP parser refused, as one WARNING line.
+
+    Any client can send a control byte in a header, an 8 KiB header line or two
+    Content-Lengths; aiohttp answers 400 and logs ERROR with a full traceback, which lets a
+    client write tracebacks into the log at will. Only such refusals (a 4xx
+    HttpProcessingError) are rewritten; anything else aiohttp logs (a 500: a bug) stays as is.
+    The template is fixed, so the rate limit still folds a flood into one summary.
+    """
+
+    MESSAGE = "refused a malformed HTTP request from %s: %s (%s)"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else None
+            # what went wrong, not what was sent: aiohttp quotes the offending bytes after a
+            # colon (or on the lines below, llhttp's caret view)
+            what = str(exc.message).split(":", 1)[0].split("\n", 1)[0].strip()[:120]
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = self.MESSAGE, (remote, type(exc).__name__, ascii(what))
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def configure_logging(
     level: str, log_format: str, *, stream: IO[str] | None = None
 ) -> logging.Handler:
@@ -129,4 +156,7 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    server = logging.getLogger("aiohttp.server")  # its records of parser refusals, see above
+    if not any(isinstance(f, ParserRefusalFilter) for f in server.filters):
+        server.addFilter(ParserRefusalFilter())
     return handler

@@ -39,24 +39,30 @@ FIELD_DOCS = {
 }
 # Statuses of POST /v1/batch that refuse the whole request, with what they mean.
 BATCH_ERRORS = {
-    "400": "Not JSON, not a batch envelope, or bad gzip (malformed_json, invalid_envelope,"
-    " invalid_gzip).",
-    "401": "No usable write key, or a bad signature (missing_key, unknown_key, invalid_signature).",
+    "400": "Not JSON, not UTF-8, not a batch envelope, bad gzip or nested too deep"
+    " (malformed_json, invalid_envelope, invalid_gzip, too_deep, bad_request); the client"
+    " closed the connection before the body was complete (incomplete_body).",
+    "401": "No usable write key, or a bad signature (missing_key, unknown_key, invalid_signature);"
+    " a server key in the write_key query parameter (key_in_query).",
     "403": "The key may not send this event or from this origin (event_not_allowed,"
     " origin_not_allowed).",
-    "408": "The body did not arrive in time.",
+    "408": "The body did not arrive in time (body_timeout).",
     "413": "Body larger than max_body_bytes, or inflated past max_decompressed_bytes"
-    " (body_too_large).",
-    "415": "Content-Type is not application/json, or Content-Encoding is not gzip/identity"
-    " (unsupported_content_type, unsupported_encoding).",
+    " (body_too_large); more events than max_batch_events (too_many_events).",
+    "415": "Content-Type is not application/json (text/plain also, from browser keys), or"
+    " Content-Encoding is not gzip/identity (unsupported_content_type, unsupported_encoding).",
     "429": "The key's rate limit is spent (rate_limited); retry after Retry-After.",
-    "500": "The sink refused a record for good (sink_rejected), or an unexpected error"
-    " (internal_error). Nothing was accepted.",
+    "500": "The sink refused a record for good (sink_rejected), or a bug in the collector"
+    " (internal_error; no request should cause one). Nothing was accepted.",
     "503": "The sink did not acknowledge every record, or too many bytes are in flight"
     " (sink_unavailable, overloaded). Nothing was accepted; retry the whole batch after"
     " Retry-After.",
 }
 RETRY_AFTER_STATUSES = frozenset({"429", "503"})
+# Every route's answer to an `Expect` header other than 100-continue (handlers.handle_expect).
+EXPECTATION_FAILED = (
+    "An Expect header other than 100-continue (expectation_failed); send the request without it."
+)
 
 
 def _event_schema() -> dict[str, Any]:
@@ -201,7 +207,7 @@ def openapi_document() -> dict[str, Any]:
         "properties": {"status": {"const": "ready"}, "sink": {"type": "string"}},
         "required": ["status", "sink"],
     }
-    return {
+    document: dict[str, Any] = {
         "openapi": OPENAPI_VERSION,
         "info": {"title": "event-capture collector", "version": "1"},
         "paths": {
@@ -265,6 +271,10 @@ def openapi_document() -> dict[str, Any]:
             },
         },
     }
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            operation["responses"]["417"] = _error("417", EXPECTATION_FAILED)
+    return document
 
 
 @functools.cache

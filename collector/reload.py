@@ -6,8 +6,9 @@ plan is replaced by one assignment between two requests; a handler reads `curren
 uses that snapshot for the whole request, so no request ever mixes two plans.
 
 A reload loads the schema directory and the config file's `[routing]` table (topics are part
-of the plan) off the event loop, runs the compatibility check, and swaps only when all pass;
-otherwise the old plan keeps serving and the reason is logged.
+of the plan) off the event loop, runs the compatibility check and the topic-name check
+(`check_topics`, also run at start-up), and swaps only when all pass; otherwise the old plan
+keeps serving and the reason is logged.
 """
 
 from __future__ import annotations
@@ -24,12 +25,18 @@ from pathlib import Path
 from aiohttp import web
 
 from collector import keys
-from collector.fanout import RoutingConfig, check_topic_template, load_routing_config
+from collector.fanout import (
+    RoutingConfig,
+    check_topic_template,
+    load_routing_config,
+    render_topic,
+)
 from collector.metrics import UNKNOWN_EVENT_LABEL, Metrics
 from collector.model import WireEvent
 from collector.routing import RouteTable, Topics
 from collector.settings import Settings, SettingsError, env_var
 from event_schemas import SchemaLoadError, SchemaRegistry, check_registry, load_registry
+from event_schemas.topics import topic_error
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +76,21 @@ def build_plan(
 ) -> Plan:
     """The plan for `schemas`; `routing` defaults to the config file's `[routing]` table.
 
-    Raises SettingsError for a bad topic template or routing table.
+    Raises SettingsError for a bad topic template or routing table, or when some topic the
+    plan can write is not a legal Kafka topic name (see `check_topics`).
     """
     if settings.topic_template is not None:
         try:
             check_topic_template(settings.topic_template)
         except ValueError as exc:
             raise SettingsError(f"invalid setting {env_var('topic_template')}: {exc}") from exc
+        template = settings.topic_template
+        if render_topic(template, "a", 1) == render_topic(template, "b", 1):
+            # no {event}: every event in one topic, refused even before a schema names two
+            raise SettingsError(
+                f"invalid setting {env_var('topic_template')}: `{settings.topic_template}`"
+                " must contain {event}, or every event goes to one topic"
+            )
     if routing is None:
         routing = load_routing_config(settings.config_file)
     topics = Topics(
@@ -83,11 +98,66 @@ def build_plan(
         dead_letter=settings.dead_letter_topic,
         template=settings.topic_template,
     )
-    return Plan(
+    plan = Plan(
         schemas=schemas,
         routes=RouteTable(topics, schemas, routing),
         known_events=frozenset(schemas.events()),
     )
+    check_topics(plan, settings, routing)
+    return plan
+
+
+def check_topics(plan: Plan, settings: Settings, routing: RoutingConfig) -> None:
+    """Every topic `plan` can write is a legal Kafka topic name, none but the dead-letter
+    topic receives dead letters, and the template (or prefix) gives each event its own topic;
+    else SettingsError naming the setting or rule that yields it. A schema's `x-topic` and a
+    fan-out rule may deliberately share a topic between events (never the dead-letter one).
+
+    Only events of the plan are ever routed to their own topics (the rest are dead letters),
+    so checking each (event, version) of the plan covers every record the collector makes.
+    A bad name found only when a request is published would fail that request after the
+    other records were written (a 500, the SDK retries, duplicates).
+    """
+    dead_letter = plan.routes.topics.dead_letter
+    problem = topic_error(dead_letter)
+    if problem is not None:
+        raise SettingsError(f"invalid setting {env_var('dead_letter_topic')}: {problem}")
+    field = "topic_template" if settings.topic_template is not None else "topic_prefix"
+    made_by: dict[str, str] = {}  # topic the template (or prefix) makes -> its one event
+    for schema in plan.schemas:
+        event, version = schema.event, schema.version
+        topic = plan.routes.route_for(event, version)[0]
+        problem = topic_error(topic)
+        if problem is not None:  # x-topic was checked when the schema file loaded
+            raise SettingsError(
+                f"invalid setting {env_var(field)}: for {event} v{version} it makes {problem}"
+            )
+        if topic == dead_letter:  # consumers of either topic would read the other's records
+            raise SettingsError(
+                f"invalid setting {env_var('dead_letter_topic')}: `{dead_letter}` is also"
+                f" the topic of {event} v{version}"
+            )
+        if schema.metadata.topic is None:
+            # x-topic is the schema owner's explicit choice and may share a topic; what the
+            # template makes must keep events apart, or consumers cannot tell them by topic.
+            other = made_by.setdefault(topic, event)
+            if other != event:
+                raise SettingsError(
+                    f"invalid setting {env_var(field)}: it sends both {other} and {event}"
+                    f" to `{topic}` (use {{event}} so that each event gets its own topic)"
+                )
+        for index, rule in enumerate(routing.fanout):
+            if rule.matches(event, version):
+                where = f"config file {settings.config_file}: [routing].fanout[{index}].topic"
+                copy = render_topic(rule.topic, event, version)
+                problem = topic_error(copy)
+                if problem is not None:
+                    raise SettingsError(f"{where}: for {event} v{version} it makes {problem}")
+                if copy == dead_letter:
+                    raise SettingsError(
+                        f"{where}: for {event} v{version} it makes the dead-letter topic"
+                        f" `{dead_letter}` ({env_var('dead_letter_topic')})"
+                    )
 
 
 @dataclass(slots=True)
@@ -103,9 +173,10 @@ class PlanRefused(Exception):
     """The schema directory loaded but breaks compatibility; the message is the first one."""
 
 
-def _load_all(settings: Settings) -> tuple[SchemaRegistry, RoutingConfig]:
-    """The checked schemas and the routing table (blocking: runs in a worker thread)."""
-    return _load_checked(settings.schemas_dir), load_routing_config(settings.config_file)
+def _load_all(settings: Settings) -> Plan:
+    """The checked schemas and routing table as a plan (blocking: runs in a worker thread)."""
+    schemas = _load_checked(settings.schemas_dir)
+    return build_plan(schemas, settings, load_routing_config(settings.config_file))
 
 
 def _load_checked(directory: str | None) -> SchemaRegistry:
@@ -129,10 +200,10 @@ async def reload_plan(app: web.Application) -> bool:
     where = settings.schemas_dir or "the bundled plan"
     async with holder.lock:
         try:
-            schemas, routing = await asyncio.to_thread(_load_all, settings)
+            plan = await asyncio.to_thread(_load_all, settings)
         except (SchemaLoadError, PlanRefused, SettingsError) as exc:
             if isinstance(exc, SettingsError):
-                kind = "bad routing config"
+                kind = "bad routing config or topic"
             else:
                 kind = "cannot load" if isinstance(exc, SchemaLoadError) else "incompatible"
             log.error(
@@ -141,7 +212,6 @@ async def reload_plan(app: web.Application) -> bool:
             metrics.schema_reloads.labels("failed").inc()
             metrics.schema_event_versions.set(holder.current.event_versions)
             return False
-        plan = build_plan(schemas, settings, routing)
         previous = holder.current
         holder.current = plan  # the swap: the next request reads the new plan
         metrics.schema_reloads.labels("ok").inc()

@@ -95,8 +95,9 @@ class Sources:
         return not self.sources
 
 
-def key_digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()
+def key_digest(key: str | bytes) -> bytes:
+    """SHA-256 of the key's UTF-8 bytes; a presented key is hashed as the bytes sent."""
+    return hashlib.sha256(key.encode() if isinstance(key, str) else key).digest()
 
 
 def build_sources(

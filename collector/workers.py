@@ -1,7 +1,8 @@
 """Run several collector processes on one port (SO_REUSEPORT), so every core takes requests.
 
 The parent only forks, forwards SIGTERM/SIGINT/SIGHUP and restarts a worker that died; it never
-serves requests itself, and builds nothing before the fork that a worker would share. It owns
+serves requests itself, and builds nothing before the fork that a worker would share. Workers
+never outlive it: each is sent SIGTERM when the parent dies, however it died. It owns
 the metrics directory of prometheus_client's multiprocess mode, so /metrics in any worker sums
 all of them: a fresh one per run, removed at exit.
 """
@@ -9,11 +10,15 @@ all of them: a fresh one per run, removed at exit.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 
@@ -23,6 +28,14 @@ log = logging.getLogger(__name__)
 
 # A worker that keeps dying is restarted at most this often.
 RESTART_BACKOFF_S = 1.0
+# What a worker exits with when it refused to start (`capture serve`'s exit code for a bad
+# setting, e.g. the port taken after the parent's check): restarting it would fail the same
+# way every second, so the parent stops the others and exits with it.
+START_REFUSED = 2
+# prctl(2): the signal a process gets when the thread that forked it dies (Linux).
+PR_SET_PDEATHSIG = 1
+# How often the portable fallback looks whether the parent is still there.
+PARENT_WATCH_S = 1.0
 
 
 def run_workers(count: int, serve_one: Callable[[int], int]) -> int:
@@ -40,13 +53,16 @@ def _supervise(count: int, serve_one: Callable[[int], int], metrics_dir: str) ->
     children: dict[int, int] = {}  # pid -> worker index
     stopping = False
 
+    parent = os.getpid()
+
     def spawn(index: int) -> None:
         pid = os.fork()
         if pid == 0:  # the worker
-            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                signal.signal(signum, signal.SIG_DFL)  # the worker's app installs its own
             code = 1
             try:
+                for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    signal.signal(signum, signal.SIG_DFL)  # the worker's app installs its own
+                exit_with_parent(parent)
                 code = serve_one(index)
             finally:
                 os._exit(code)
@@ -84,8 +100,42 @@ def _supervise(count: int, serve_one: Callable[[int], int], metrics_dir: str) ->
         if stopping:
             worst = max(worst, code if code > 0 else 0)
             continue
+        if code == START_REFUSED:
+            log.error("collector worker %d (pid %d) refused to start; stopping", index, pid)
+            stop(signal.SIGTERM, None)
+            worst = START_REFUSED
+            continue
         log.error("collector worker %d (pid %d) exited with %d; restarting it", index, pid, code)
         time.sleep(max(0.0, last_restart + RESTART_BACKOFF_S - time.monotonic()))
         last_restart = time.monotonic()
         spawn(index)
     return worst
+
+
+def exit_with_parent(parent: int) -> None:
+    """SIGTERM this worker (a graceful drain) once `parent` is gone, however it died.
+
+    A supervisor killed with SIGKILL runs no handler: without this its workers would keep
+    serving as orphans, holding the port, and a new `capture serve` would share it with them.
+    """
+    if not _set_parent_death_signal(signal.SIGTERM):
+        threading.Thread(
+            target=_watch_parent, args=(parent,), name="capture-parent-watch", daemon=True
+        ).start()
+    # The parent may have died between the fork and here, before the signal was armed.
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _set_parent_death_signal(signum: int) -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    return bool(libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0)
+
+
+def _watch_parent(parent: int) -> None:
+    # An orphan is re-parented (to init or a subreaper), so its parent id changes.
+    while os.getppid() == parent:
+        time.sleep(PARENT_WATCH_S)
+    os.kill(os.getpid(), signal.SIGTERM)

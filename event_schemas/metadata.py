@@ -8,13 +8,13 @@ unsupported keyword for the loader. No I/O here.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from event_schemas.errors import SchemaLoadError
+from event_schemas.topics import topic_error
 
 COMPATIBILITY_KEYWORD = "x-compatibility"
 COMPATIBILITY_MODES = (
@@ -30,7 +30,6 @@ DEFAULT_COMPATIBILITY = "BACKWARD"
 TOP_LEVEL_KEYS = (COMPATIBILITY_KEYWORD, "x-owner", "x-partition-key", "x-topic")
 PII_KEYWORD = "x-pii"
 PII_ACTIONS = ("drop", "hash")
-TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +63,10 @@ def split_metadata(file: Path, document: dict[str, Any]) -> tuple[SchemaMetadata
     if owner is not None and (not isinstance(owner, str) or not owner):
         raise error("/x-owner", "`x-owner` is a non-empty string (a team or person)")
     topic = document.get("x-topic")
-    if topic is not None and (not isinstance(topic, str) or not TOPIC_RE.match(topic)):
-        raise error("/x-topic", f"`x-topic` is a Kafka topic name ([A-Za-z0-9._-]): {topic!r}")
+    if topic is not None:
+        problem = topic_error(topic) if isinstance(topic, str) else "it is not a string"
+        if problem is not None:
+            raise error("/x-topic", f"`x-topic` must be a Kafka topic name: {problem}")
     properties = document.get("properties")
     required = document.get("required", [])
     body = {key: value for key, value in document.items() if key not in TOP_LEVEL_KEYS}

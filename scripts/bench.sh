@@ -12,5 +12,5 @@ if [[ ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
     .venv/bin/python -m pip install --quiet --editable . --group bench
     echo "$want" > "$stamp"
 fi
-.venv/bin/python -m tests.kafka_broker fetch > /dev/null
+.venv/bin/python -m devtools.kafka fetch > /dev/null
 exec .venv/bin/python -m benchmarks.run "$@"

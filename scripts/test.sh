@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: install, lint, type-check, then pytest including the real-Kafka tests
-# (tests/kafka_broker.py fetches the broker with Maven and starts it on a free loopback port).
+# (devtools/kafka.py fetches the broker with Maven and starts it on a free loopback port).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
@@ -8,5 +8,6 @@ scripts/bootstrap.sh
 .venv/bin/ruff check .
 .venv/bin/mypy
 .venv/bin/capture schemas check > /dev/null
-.venv/bin/python -m tests.kafka_broker fetch > /dev/null
+.venv/bin/python -m devtools.kafka fetch > /dev/null
+scripts/browser-deps.sh
 .venv/bin/python -m pytest "$@"

@@ -15,8 +15,8 @@ from collector.app import RUNNER_OPTIONS, create_app
 from collector.keys import Clock
 from collector.settings import Settings
 from collector.sinks import MemorySink, Sink
+from devtools.kafka import KafkaBroker
 from event_schemas import SchemaRegistry, load_registry
-from tests.kafka_broker import KafkaBroker
 
 FIXED_NOW = dt.datetime(2026, 11, 26, 12, 0, 5, tzinfo=dt.UTC)
 

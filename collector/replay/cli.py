@@ -31,6 +31,7 @@ from collector.settings import Settings, SettingsError, load_settings
 from collector.sinks.base import Sink
 from collector.sinks.file import FileSink
 from event_schemas import SchemaLoadError, SchemaRegistry, load_registry
+from event_schemas.topics import topic_error
 
 DEFAULT_RATE_PER_S = 1_000.0
 
@@ -126,6 +127,12 @@ def _build(args: argparse.Namespace) -> tuple[Source, Output | None, Plan]:
     schemas = load_registry(settings.schemas_dir) if needs_plan else None
     routes = build_plan(schemas, settings).routes if schemas is not None else None
     topics = list(args.topic)
+    # Kafka's rules, as for every topic the collector writes; for the file log a topic is
+    # also a file name, so this keeps reads and writes inside the data directory.
+    for flag, topic in [*(("--topic", t) for t in topics), ("--to-topic", args.to_topic)]:
+        problem = topic_error(topic) if topic is not None else None
+        if problem is not None:
+            raise BadInput(f"{flag}: {problem}")
     if schemas is not None and routes is not None:
         for event in args.event:
             topics += _event_topics(event, list(args.version), schemas, routes)

@@ -10,18 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
 
 from collector.sinks.base import Outcome, Record, Sink
+from event_schemas.topics import is_topic
 
 log = logging.getLogger(__name__)
 
-# Kafka's own rule for topic names; it also keeps every topic a safe file name.
-TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 LOG_SUFFIX = ".jsonl"
 
 
@@ -164,7 +162,9 @@ class FileSink(Sink):
         by_topic: dict[str, list[bytes]] = {}
         for b, records in enumerate(batches):
             for i, record in enumerate(records):
-                if not TOPIC_RE.match(record.topic) or record.topic in (".", ".."):
+                # Kafka's rule for topic names (start-up checks every topic the collector
+                # can write); here it also keeps a topic a file name inside data_dir.
+                if not is_topic(record.topic):
                     results[b][i] = Outcome.FATAL
                     continue
                 topic_log = self._log(record.topic)

@@ -14,7 +14,7 @@ import logging
 import random
 from typing import Any
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, OutOfOrderSequenceNumber, UnknownProducerId
 from aiokafka.partitioner import murmur2
 
 from collector.sinks.base import Outcome, Record
@@ -65,7 +65,17 @@ def sender_failure(producer: Any) -> str | None:
         return "sender_died"
     if getattr(getattr(producer, "_message_accumulator", None), "_exception", None) is not None:
         return "fatal_error"
+    if getattr(producer, _SEQUENCE_BROKEN, False):
+        return "fatal_error"
     return None
+
+
+# A batch failed with one of these: the broker's idea of this producer's sequence numbers no
+# longer matches the producer's (a leader that lost the records the producer gave up on, after
+# every broker went down: issue 14). aiokafka keeps the sequence and every later batch to the
+# partition fails the same way; only a new producer (a new producer id) delivers again.
+SEQUENCE_ERRORS = (OutOfOrderSequenceNumber, UnknownProducerId)
+_SEQUENCE_BROKEN = "_event_capture_sequence_broken"
 
 
 def read_failed_batches(producer: Any) -> None:
@@ -157,6 +167,8 @@ class PartitionQueue:
             # repr now: a log record holding `exc` would keep its traceback, and the failed
             # aiokafka futures its frames hold, alive for as long as a handler keeps the record
             log.warning("kafka batch to %s[%d] failed: %s", self._topic, self._partition, repr(exc))
+            if isinstance(exc, SEQUENCE_ERRORS):
+                setattr(self._producer, _SEQUENCE_BROKEN, True)  # the supervisor replaces it
             if sender_failure(self._producer) is not None:
                 # the producer died, not the records: a new producer may take them
                 return Outcome.RETRIABLE

@@ -10,7 +10,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from collector.settings import Settings
-from tests.kafka_broker import KafkaBroker
+from devtools.kafka import KafkaBroker
 
 # How long to keep polling after the expected count arrived, to catch unexpected extras.
 SETTLE_S = 1.0

@@ -14,11 +14,11 @@ import msgspec
 import pytest
 
 from collector.sinks.kafka import KafkaSink
+from devtools.kafka import KafkaBroker
 from event_schemas import SchemaRegistry
 from tests.conftest import start_collector
 from tests.integration.kafka_helpers import consume, kafka_settings
 from tests.integration.load_driver import LoadResult, drive
-from tests.kafka_broker import KafkaBroker
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.kafka

@@ -16,10 +16,10 @@ import pytest
 
 from capture_sdk import Client, DroppedEvent
 from collector.sinks.kafka import KafkaSink
+from devtools.kafka import KafkaBroker
 from event_schemas import SchemaRegistry
 from tests.conftest import HttpClient, start_collector
 from tests.integration.kafka_helpers import consume, kafka_settings
-from tests.kafka_broker import KafkaBroker
 
 pytestmark = pytest.mark.kafka
 

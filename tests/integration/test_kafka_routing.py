@@ -13,11 +13,11 @@ import msgspec
 import pytest
 
 from collector.sinks.kafka import KafkaSink
+from devtools.kafka import KafkaBroker
 from event_schemas import SchemaRegistry
 from tests.conftest import start_collector
 from tests.factories import batch_body, page_viewed, track_played
 from tests.integration.kafka_helpers import consume, kafka_settings
-from tests.kafka_broker import KafkaBroker
 
 pytestmark = pytest.mark.kafka
 

@@ -12,8 +12,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from collector.sinks.base import Outcome, Record
 from collector.sinks.kafka import KafkaSink
 from collector.sinks.kafka_batches import partition_index
+from devtools.kafka import KafkaBroker
 from tests.integration.kafka_helpers import consume
-from tests.kafka_broker import KafkaBroker
 
 pytestmark = pytest.mark.kafka
 

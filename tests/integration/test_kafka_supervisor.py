@@ -19,11 +19,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from collector import keys
 from collector.app import RUNNER_OPTIONS, create_app
 from collector.sinks.kafka import KafkaSink
+from devtools.kafka import KafkaBroker
 from event_schemas import SchemaRegistry
 from tests.conftest import FIXED_NOW, HttpClient
 from tests.factories import batch_body, track_played
 from tests.integration.kafka_helpers import consume, kafka_settings
-from tests.kafka_broker import KafkaBroker
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.kafka

@@ -15,8 +15,8 @@ import pytest
 
 from collector.sinks.base import Outcome, Record
 from collector.sinks.kafka import KafkaSink
+from devtools.kafka import KafkaBroker
 from tests.integration.kafka_helpers import consume
-from tests.kafka_broker import KafkaBroker
 from tests.unit.test_replay_file import SCENARIOS
 from tests.unit.test_replay_segment import check_segment_recovery
 

@@ -22,8 +22,8 @@ import pytest
 
 from collector.sinks.base import Outcome
 from collector.sinks.kafka import KafkaSink
+from devtools.kafka import KafkaBroker
 from tests.integration.kafka_helpers import consume
-from tests.kafka_broker import KafkaBroker
 from tests.unit.test_replay_file import FileBackend, event_record, run
 
 pytestmark = pytest.mark.kafka

@@ -19,9 +19,9 @@ from typing import Any
 import msgspec
 
 from benchmarks.loadgen import LoadGenerator, PoolSpec, StepResult, StepSpec
+from devtools.kafka import free_port
 from event_schemas import PLAN_DIR, load_registry
 from tests.factories import batch_body, page_viewed
-from tests.kafka_broker import free_port
 from tests.waiting import wait_ready
 
 CAPTURE = Path(sys.executable).with_name("capture")

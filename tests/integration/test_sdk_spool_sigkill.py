@@ -22,8 +22,8 @@ import pytest
 
 from capture_sdk import AsyncClient, Client, RetryPolicy
 from collector.sinks import MemorySink
+from devtools.kafka import free_port
 from tests.conftest import HttpClient
-from tests.kafka_broker import free_port
 
 EVENTS = 10_000
 

@@ -22,10 +22,10 @@ from segment.analytics.request import APIError
 from collector.segment import PREFIX
 from collector.segment.mapping import event_id_for
 from collector.sinks.kafka import KafkaSink
+from devtools.kafka import KafkaBroker
 from event_schemas import SchemaRegistry
 from tests.conftest import HttpClient, start_collector
 from tests.integration.kafka_helpers import consume, kafka_settings
-from tests.kafka_broker import KafkaBroker
 
 pytestmark = pytest.mark.kafka
 

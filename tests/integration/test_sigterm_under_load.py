@@ -23,10 +23,10 @@ import aiohttp
 import msgspec
 import pytest
 
+from devtools.kafka import KafkaBroker, free_port
 from tests.factories import batch_body, track_played
 from tests.integration.kafka_helpers import consume
 from tests.integration.load_driver import LoadResult, drive
-from tests.kafka_broker import KafkaBroker, free_port
 from tests.waiting import eventually, wait_ready
 
 pytestmark = pytest.mark.kafka

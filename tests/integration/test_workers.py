@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from devtools.kafka import KafkaBroker, free_port
 from tests.factories import batch_body, track_played
-from tests.kafka_broker import KafkaBroker, free_port
 from tests.waiting import wait_ready
 
 pytestmark = pytest.mark.kafka
@@ -138,3 +138,35 @@ def test_two_workers_share_the_port_and_are_supervised(kafka_broker: KafkaBroker
     finally:
         parent.send_signal(signal.SIGTERM)
         assert parent.wait(timeout=30) == 0
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` still runs: a zombie (dead, not yet reaped by its new parent) is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_workers_exit_when_the_parent_is_killed(kafka_broker: KafkaBroker) -> None:
+    # SIGKILL runs no handler in the parent: the workers must notice on their own, or they
+    # keep serving as orphans and hold the port
+    port = free_port()
+    parent = start_workers(kafka_broker, port)
+    try:
+        wait_ready(port, parent)
+        pids = worker_pids(port)
+        assert len(pids) == 2
+        assert all(alive(pid) for pid in pids)
+    finally:
+        parent.kill()
+        parent.wait(timeout=30)
+    deadline = time.monotonic() + 30  # a graceful drain of idle workers, with room to spare
+    while orphans := [pid for pid in pids if alive(pid)]:
+        if time.monotonic() > deadline:
+            for pid in orphans:  # leave no process behind on the port for later tests
+                os.kill(pid, signal.SIGKILL)
+            raise AssertionError(f"workers {orphans} outlived their killed parent")
+        time.sleep(0.1)

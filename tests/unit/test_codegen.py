@@ -21,6 +21,7 @@ import pytest
 from capture_sdk import Client, InvalidEventError
 from capture_sdk.testing import RecordingTransport
 from collector.cli import main
+from devtools.node import SDK_JS, ensure_installed
 from event_schemas import SchemaRegistry, load_registry
 from event_schemas.codegen import PYTHON_OUT, TYPESCRIPT_OUT, python_source, typescript_source
 from event_schemas.typed import (
@@ -32,7 +33,6 @@ from event_schemas.typed import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-TS_DIR = ROOT / "tests" / "typescript"
 BIN = Path(sys.executable).parent
 REGENERATE = "run `capture schemas codegen` to regenerate it"
 
@@ -298,16 +298,15 @@ def test_the_sdk_does_not_import_the_generated_module() -> None:
 
 
 def _tsc(*args: str) -> subprocess.CompletedProcess[str]:
-    npm = shutil.which("npm")
+    """The browser SDK's pinned tsc (sdk-js/package-lock.json), run in sdk-js/."""
     npx = shutil.which("npx")
-    if npm is None or npx is None:
-        pytest.fail("npm/npx not found: Node.js is needed to check the TypeScript declarations")
-    if not (TS_DIR / "node_modules" / ".bin" / "tsc").exists():
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=TS_DIR, check=True, timeout=300)
+    if npx is None:
+        pytest.fail("npx not found: Node.js is needed to check the TypeScript types")
+    ensure_installed()
     env = {**os.environ, "NO_COLOR": "1"}
     return subprocess.run(
         [npx, "--no-install", "tsc", *args],
-        cwd=TS_DIR,
+        cwd=SDK_JS,
         capture_output=True,
         text=True,
         timeout=300,
@@ -316,31 +315,45 @@ def _tsc(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+# An app of the browser SDK: track() takes the generated events of the plan.
 TS_APP = """\
-import type {{ TrackPlayedV2, TrackedEvent }} from "./typed";
+import {{ createClient }} from {sdk};
 
-const played: TrackPlayedV2 = {{ track_id: "t", artist_id: "a", {field}: 1, shuffle: true }};
-export const event: TrackedEvent = {{ event: "track_played", version: 2, properties: played }};
+const client = createClient({{ endpoint: "http://127.0.0.1:1", writeKey: "k" }});
+client.track({{
+  event: "track_played",
+  version: 2,
+  properties: {{ track_id: "t", artist_id: "a", {field}, shuffle: true }},
+}});
 """
 
 
-def test_typescript_declarations_compile_strict() -> None:
-    result = _tsc("--noEmit", "--strict", "-p", "tsconfig.json")
+def test_the_sdk_and_the_generated_module_compile_strict() -> None:
+    result = _tsc("--noEmit", "-p", "tsconfig.json")  # strict: true in sdk-js/tsconfig.json
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_typescript_catches_a_misspelt_field(tmp_path: Path) -> None:
-    shutil.copy(TYPESCRIPT_OUT, tmp_path / "typed.d.ts")
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        ("postion_ms: 1", "'postion_ms' does not exist in type 'TrackPlayedV2'"),
+        ('position_ms: "1"', "Type 'string' is not assignable to type 'number'"),
+    ],
+)
+def test_typescript_refuses_a_misspelt_field_or_a_wrong_type(
+    tmp_path: Path, field: str, message: str
+) -> None:
     app = tmp_path / "app.ts"
     flags = ["--noEmit", "--strict", "--target", "ES2020", "--module", "ESNext"]
-    flags += ["--moduleResolution", "Bundler"]
-    app.write_text(TS_APP.format(field="position_ms"), encoding="utf-8")
+    flags += ["--moduleResolution", "Bundler", "--lib", "ES2020,DOM"]
+    sdk = json.dumps(str(TYPESCRIPT_OUT.parent / "index"))
+    app.write_text(TS_APP.format(sdk=sdk, field="position_ms: 1"), encoding="utf-8")
     good = _tsc(*flags, str(app))
     assert good.returncode == 0, good.stdout + good.stderr
-    app.write_text(TS_APP.format(field="postion_ms"), encoding="utf-8")
+    app.write_text(TS_APP.format(sdk=sdk, field=field), encoding="utf-8")
     bad = _tsc(*flags, str(app))
     assert bad.returncode != 0
-    assert "'postion_ms' does not exist in type 'TrackPlayedV2'" in bad.stdout, bad.stdout
+    assert message in bad.stdout, bad.stdout
 
 
 # --- the command line ---
@@ -356,7 +369,7 @@ def test_codegen_check_fails_on_a_stale_file_and_codegen_rewrites_it(
 ) -> None:
     stale = tmp_path / "typed.py"
     stale.write_text("# stale\n")
-    ts_out = tmp_path / "typed.d.ts"
+    ts_out = tmp_path / "plan.ts"
     ts_out.write_text(TYPESCRIPT_OUT.read_text())
     args = ["schemas", "codegen", "--python", str(stale), "--typescript", str(ts_out)]
     assert main([*args, "--check"]) == 1

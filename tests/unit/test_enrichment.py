@@ -6,6 +6,7 @@ handler so that what a record holds is what the collector writes.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import uuid
@@ -91,7 +92,119 @@ def test_every_event_of_a_batch_gets_the_same_skew() -> None:
     assert [e.timestamp - e.occurred_at for e in events] == [dt.timedelta(seconds=5)] * 3
 
 
+# --- absurd times (issue #12): the receipt instead, never an error ------------------------------
+
+MAX = dt.datetime.max.replace(tzinfo=dt.UTC)
+MIN = dt.datetime.min.replace(tzinfo=dt.UTC)
+AHEAD = dt.timezone(dt.timedelta(hours=23, minutes=59))
+BEHIND = dt.timezone(dt.timedelta(hours=-23, minutes=-59))
+
+
+@pytest.mark.parametrize(
+    ("occurred_at", "sent_at"),
+    [
+        (dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC), "2026-11-26T12:00:01Z"),
+        (OCCURRED, "9999-12-31T23:59:59Z"),  # the sum falls before year 1
+        (OCCURRED, "0001-01-01T00:00:00Z"),  # the sum lands in year 4051
+        (OCCURRED, "9999-12-31T23:59:59.999999-23:59"),
+        (OCCURRED, "0001-01-01T00:00:00+23:59"),
+        (MAX, "0001-01-01T00:00:00Z"),  # past year 9999: OverflowError
+        (MIN, "9999-12-31T23:59:59Z"),  # before year 1: OverflowError
+        (dt.datetime.max.replace(tzinfo=BEHIND), None),  # as sent, 1 day past 9999 in UTC
+        (dt.datetime.min.replace(tzinfo=AHEAD), None),  # as sent, before 0001-01-01Z
+        (dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC), None),
+        (FIXED_NOW + dt.timedelta(hours=23, seconds=1), None),
+    ],
+)
+def test_an_absurd_event_time_becomes_the_receive_time(
+    occurred_at: dt.datetime, sent_at: str | None
+) -> None:
+    event = wire_event()
+    event.occurred_at = occurred_at
+    enrich([event], received_at=FIXED_NOW, sent_at=sent_at)
+    value = written(event)
+    assert value["timestamp"] == value["received_at"] == "2026-11-26T12:00:05Z"
+    assert value["occurred_at"] == msgspec.json.decode(msgspec.json.encode(occurred_at))
+
+
+@pytest.mark.parametrize(
+    ("occurred_at", "sent_at", "expected"),
+    [
+        # up to 23 h ahead of the receipt is kept (a local time labelled UTC, a drifting clock)
+        (FIXED_NOW + dt.timedelta(hours=23), None, "2026-11-27T11:00:05Z"),
+        # an old event is kept however old, down to the first instant of year 1 in UTC
+        (dt.datetime(1, 1, 1, 23, 59, tzinfo=AHEAD), None, "0001-01-01T23:59:00+23:59"),
+        (MIN, None, "0001-01-01T00:00:00Z"),
+        (dt.datetime(1, 1, 1, tzinfo=BEHIND), None, "0001-01-01T00:00:00-23:59"),
+        # a client clock far off in either direction, consistently: the correction works
+        (
+            dt.datetime(9999, 12, 31, 23, 59, 50, tzinfo=dt.UTC),
+            "9999-12-31T23:59:59Z",
+            "2026-11-26T11:59:56Z",
+        ),
+        (dt.datetime(1, 1, 1, tzinfo=dt.UTC), "0001-01-01T00:00:09Z", "2026-11-26T11:59:56Z"),
+        (
+            dt.datetime(9999, 12, 31, 23, 59, 50, tzinfo=BEHIND),
+            "9999-12-31T23:59:59-23:59",
+            "2026-11-25T12:00:56-23:59",  # 11:59:56Z, written in the offset as sent
+        ),
+    ],
+)
+def test_times_at_the_range_ends_that_make_sense_are_kept(
+    occurred_at: dt.datetime, sent_at: str | None, expected: str
+) -> None:
+    event = wire_event()
+    event.occurred_at = occurred_at
+    enrich([event], received_at=FIXED_NOW, sent_at=sent_at)
+    assert written(event)["timestamp"] == expected
+
+
 # --- client IP --------------------------------------------------------------------------------
+
+
+ZONES = [dt.UTC, AHEAD, BEHIND, dt.timezone(dt.timedelta(hours=5, minutes=30))]
+TICK = dt.timedelta(microseconds=1)
+
+
+def latest_kept(received_at: dt.datetime) -> dt.datetime:
+    try:
+        return received_at + dt.timedelta(hours=23)
+    except OverflowError:
+        return MAX
+
+
+def near_the_bounds(received_at: dt.datetime) -> list[dt.datetime]:
+    """Each bound and one microsecond either side, on every zone's clock that can hold it."""
+    latest = latest_kept(received_at)
+    moments = []
+    for zone in ZONES:
+        for instant in (MIN, latest):
+            for step in (-TICK, dt.timedelta(0), TICK):
+                with contextlib.suppress(OverflowError):
+                    moments.append((instant + step).astimezone(zone))
+        moments += [dt.datetime.min.replace(tzinfo=zone), dt.datetime.max.replace(tzinfo=zone)]
+    return moments
+
+
+@pytest.mark.parametrize(
+    "received_at", [FIXED_NOW, dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC)]
+)
+def test_the_range_check_is_exact_on_every_offset_in_a_mixed_batch(
+    received_at: dt.datetime,
+) -> None:
+    """The hot path compares on each event's own clock; it must agree with the plain UTC
+    compare at every bound, whatever offsets a batch mixes (zones change from event to event)."""
+    moments = near_the_bounds(received_at)
+    events = []
+    for moment in moments:
+        event = wire_event()
+        event.occurred_at = moment
+        events.append(event)
+    enrich(events, received_at=received_at)
+    latest = latest_kept(received_at)
+    for moment, event in zip(moments, events, strict=True):
+        kept = MIN <= moment <= latest  # the plain compare: converts each to UTC
+        assert event.timestamp == (moment if kept else received_at), moment.isoformat()
 
 
 @pytest.mark.parametrize(
@@ -233,3 +346,65 @@ async def test_forwarded_for_from_an_untrusted_peer_is_ignored(
 ) -> None:
     await post_one(collector, track_played(), **{"X-Forwarded-For": "198.51.100.9"})
     assert msgspec.json.decode(memory_sink.records[0].value)["ip"] == "127.0.0.0"
+
+
+@pytest.mark.parametrize("sent_at", ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"])
+async def test_range_end_times_over_http_are_accepted_with_the_receive_time(
+    collector: HttpClient, memory_sink: MemorySink, sent_at: str
+) -> None:
+    events = [track_played(), track_played(occurred_at="9999-12-31T23:59:59Z")]
+    body = msgspec.json.encode({"sent_at": sent_at, "batch": events})
+    response = await collector.post("/v1/batch", data=body, headers=JSON)
+    assert response.status == 200, await response.text()
+    values = [msgspec.json.decode(r.value) for r in memory_sink.records]
+    assert [v["timestamp"] for v in values] == ["2026-11-26T12:00:05Z"] * 2
+    assert [v["sent_at"] for v in values] == [sent_at] * 2  # kept as sent
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "sent_at"),
+    [
+        ("9999-12-31T23:59:59Z", "2026-11-26T12:00:01Z"),
+        ("2026-11-26T12:00:00Z", "9999-12-31T23:59:59Z"),
+        ("2026-11-26T12:00:00Z", "0001-01-01T00:00:00Z"),
+        ("0001-01-01T00:00:00+23:59", "2026-11-26T12:00:01Z"),
+    ],
+)
+async def test_range_end_times_through_segment_are_accepted_with_the_receive_time(
+    collector: HttpClient, memory_sink: MemorySink, timestamp: str, sent_at: str
+) -> None:
+    message = {
+        "type": "track",
+        "event": "Track Played",
+        "userId": "u-1",
+        "timestamp": timestamp,
+        "properties": {"track_id": "t-1", "artist_id": "a-1", "position_ms": 1},
+    }
+    body = msgspec.json.encode({"batch": [message], "sentAt": sent_at})
+    response = await collector.post("/compat/segment/v1/batch", data=body, headers=JSON)
+    assert response.status == 200, await response.text()
+    (record,) = memory_sink.records
+    assert msgspec.json.decode(record.value)["timestamp"] == "2026-11-26T12:00:05Z"
+
+
+@pytest.mark.parametrize("sent_at", [12345, True, [], {}])
+async def test_a_native_sent_at_that_is_not_a_string_refuses_the_request(
+    collector: HttpClient, memory_sink: MemorySink, sent_at: Any
+) -> None:
+    # as docs/architecture.md says: only a string (or null) is a sent_at at all
+    body = msgspec.json.encode({"sent_at": sent_at, "batch": [track_played()]})
+    response = await collector.post("/v1/batch", data=body, headers=JSON)
+    assert response.status == 400
+    assert (await response.json())["error"] == "invalid_envelope"
+    assert memory_sink.records == []
+
+
+async def test_a_native_sent_at_string_that_is_no_time_is_ignored(
+    collector: HttpClient, memory_sink: MemorySink
+) -> None:
+    body = msgspec.json.encode({"sent_at": "yesterday", "batch": [track_played()]})
+    response = await collector.post("/v1/batch", data=body, headers=JSON)
+    assert response.status == 200
+    value = msgspec.json.decode(memory_sink.records[0].value)
+    assert value["timestamp"] == value["occurred_at"]  # not corrected
+    assert value["sent_at"] is None

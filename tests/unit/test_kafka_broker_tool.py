@@ -1,10 +1,10 @@
-"""The test broker's own helpers (tests/kafka_broker.py), where a slip costs a flaky CI run."""
+"""The Kafka dev tool's own helpers (devtools/kafka.py), where a slip costs a flaky CI run."""
 
 from __future__ import annotations
 
 import base64
 
-from tests.kafka_broker import new_cluster_id
+from devtools.kafka import new_cluster_id
 
 
 def test_cluster_ids_never_look_like_an_option() -> None:

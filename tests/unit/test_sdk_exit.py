@@ -22,7 +22,17 @@ CHILD = textwrap.dedent(
                 f.write(body + b"\\n")
             return Response(200, b'{"accepted": 3, "rejected": []}')
 
-    client = Client(transport=FileTransport(), gzip=False, flush_interval_s=60, exit_timeout_s=1.0)
+    def record(dropped):
+        with open(sys.argv[1] + ".dropped", "a") as f:
+            f.write("".join(d.reason + "\\n" for d in dropped))
+
+    client = Client(
+        transport=FileTransport(),
+        gzip=False,
+        flush_interval_s=60,
+        exit_timeout_s=1.0,
+        on_error=record,
+    )
     for i in range(3):
         client.track("page_viewed", {"path": f"/{i}"}, anonymous_id="a")
     # no flush(), no shutdown(): the exit hook must send them
@@ -42,8 +52,13 @@ def test_queued_events_are_sent_at_exit(tmp_path: Path) -> None:
     [line] = out.read_bytes().splitlines()
     batch = msgspec.json.decode(line)["batch"]
     assert [e["properties"]["path"] for e in batch] == ["/0", "/1", "/2"]
+    assert not Path(f"{out}.dropped").exists()
 
 
-def test_exit_is_not_held_up_by_a_hanging_collector(tmp_path: Path) -> None:
+def test_exit_is_not_held_up_by_a_hanging_collector_and_reports_what_it_drops(
+    tmp_path: Path,
+) -> None:
     out = run_child(tmp_path, "hang")  # exits well within the 30 s subprocess timeout
     assert not out.exists()
+    # issue #12: the exit hook gave up on them without a word to on_error
+    assert Path(f"{out}.dropped").read_text().split() == ["shutdown"] * 3

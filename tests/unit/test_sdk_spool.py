@@ -6,10 +6,14 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
 
+import capture_sdk._spool
 from capture_sdk import AsyncClient, Client, ConfigurationError, Response, RetryPolicy
 from capture_sdk._spool import encode_record, read_records
 from capture_sdk.testing import AsyncRecordingTransport, RecordingTransport
@@ -241,3 +245,66 @@ async def test_async_client_spool_counts_corrupt_records_and_respects_its_bound(
     assert sum(p.stat().st_size for p in segments(tmp_path)) <= 4_000
     assert await client.shutdown(10)
     assert len(transport.events) == 9 + stats.enqueued
+
+
+# --- a disk that fails (issue #12) -------------------------------------------------------
+
+
+class FailingOs:
+    """The os module as the spool sees it; `write` does what the test says."""
+
+    def __init__(self, write: Callable[[int, bytes], int]) -> None:
+        self.write = write
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+
+def test_a_short_write_is_cut_back_so_the_next_record_survives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = 0
+
+    def short_second(fd: int, data: bytes) -> int:
+        nonlocal calls
+        calls += 1
+        return os.write(fd, data[: len(data) // 2] if calls == 2 else data)
+
+    monkeypatch.setattr(capture_sdk._spool, "os", FailingOs(short_second))
+    client = Client(transport=down_transport(), spool_dir=tmp_path, retry=GIVE_UP)
+    ids = track_paths(client, 3)
+    monkeypatch.undo()
+    client.shutdown(10)
+    [segment] = segments(tmp_path)
+    payloads, corrupt = read_records(segment.read_bytes())
+    assert corrupt == 0  # the torn half was truncated away, not left to swallow record 3
+    on_disk = [msgspec.json.decode(p)["event_id"] for p in payloads]
+    assert on_disk == [ids[0], ids[2]]
+    stats = client.stats()
+    # the one not on disk was in memory only: given up, it is dropped; the others are kept
+    assert (stats.spool_errors, stats.spooled, stats.dropped["retries_exhausted"]) == (1, 2, 1)
+
+
+def test_a_spool_segment_deleted_under_the_client_is_not_trusted(tmp_path: Path) -> None:
+    dropped: list[str] = []
+    client = Client(
+        transport=down_transport(),
+        spool_dir=tmp_path,
+        retry=GIVE_UP,
+        flush_interval_s=60,
+        on_error=lambda events: dropped.extend(e.reason for e in events),
+    )
+    track_paths(client, 2)
+    for segment in segments(tmp_path):
+        segment.unlink()  # an over-eager cleanup job
+    track_paths(client, 2, "/after/")  # a new segment, not the deleted one
+    client.shutdown(10)
+    stats = client.stats()
+    # the first two are in a file that is gone: dropped, not counted as kept on disk
+    assert (stats.spooled, stats.dropped["shutdown"] + stats.dropped["retries_exhausted"]) == (
+        2,
+        2,
+    )
+    assert len(dropped) == 2
+    [segment] = segments(tmp_path)
+    assert b"/after/0" in segment.read_bytes()

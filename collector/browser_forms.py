@@ -1,0 +1,68 @@
+"""Edge: the browser wire forms of the batch routes, for browser write keys only (issue 13).
+
+A page that is closing loses any request that needs a CORS preflight, and `sendBeacon` sets no
+headers. So a browser key may come in the query string (`?write_key=`), the body may be
+`text/plain` (JSON inside), and gzip is recognised by its magic bytes when no Content-Encoding
+could be set. Server keys stay in `Authorization` only. This module reads requests and bodies;
+it never decides who the key is (auth does) nor validates events.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from collector import headers
+from collector.decoding import GZIP_MAGIC, GzipInflater, check_content_type
+from collector.errors import CollectorError, Unauthorized, UnsupportedMediaType
+from collector.sources import KeyEntry
+
+QUERY_KEY = "write_key"
+# what `navigator.sendBeacon(url, string)` and a safelisted fetch send
+TEXT_PLAIN = "text/plain"
+
+
+def query_key(request: web.BaseRequest) -> bytes | None:
+    """The key of `?write_key=`, when no Authorization header brought one."""
+    value = request.query.get(QUERY_KEY)
+    return headers.as_bytes(value) if value else None
+
+
+def _key_from_query(request: web.BaseRequest) -> bool:
+    return headers.raw(request, "Authorization") is None and QUERY_KEY in request.query
+
+
+def key_form_error(request: web.BaseRequest, entry: KeyEntry) -> CollectorError | None:
+    """A server key sent in the query string is refused: URLs end up in logs and proxies."""
+    if entry.source.is_browser or not _key_from_query(request):
+        return None
+    return Unauthorized(
+        "a server key goes in Authorization: Bearer <key>, never in the query string",
+        reason="key_in_query",
+    )
+
+
+def check_body_type(request: web.Request, entry: KeyEntry | None) -> None:
+    """application/json for everyone; text/plain too for browser keys. Not in open mode
+    (no keys): no origin is granted CORS there, so no browser could use it anyway."""
+    if request.content_type == TEXT_PLAIN:
+        if entry is not None and entry.source.is_browser:
+            return
+        raise UnsupportedMediaType(
+            "text/plain bodies are for browser keys; send application/json",
+            reason="unsupported_content_type",
+        )
+    check_content_type(request)
+
+
+def inflate_sniffed(request: web.Request, body: bytes, max_decompressed_bytes: int) -> bytes:
+    """A text/plain body that starts with gzip's magic bytes, inflated within the limit.
+
+    JSON never starts with byte 0x1f, so the sniff cannot misread a plain body.
+    """
+    if request.content_type != TEXT_PLAIN or not body.startswith(GZIP_MAGIC):
+        return body
+    if headers.text(request, "Content-Encoding") not in (None, "identity"):
+        return body  # already inflated as the header said
+    inflater = GzipInflater(max_decompressed_bytes)
+    inflater.feed(body)
+    return inflater.finish()
