@@ -129,6 +129,8 @@ def create_app(
     app.router.add_get("/metrics", handlers.handle_metrics)
     app.router.add_get("/openapi.json", handle_openapi)
     segment.add_routes(app, segment_config)  # /compat/segment: Segment's tracking API
+    # last: what no route above matched (404/405) also gets the Expect handler below
+    app.router.add_route("*", "/{path:.*}", handlers.handle_unmatched, name=handlers.UNMATCHED)
     for resource_route in app.router.routes():
         # One place for every route: aiohttp's default Expect handler runs before the
         # middlewares and answers a non-UTF-8 value with a plain-text 500 (see handle_expect).

@@ -12,7 +12,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from collector import headers
-from collector.decoding import GZIP_MAGIC, GzipInflater, check_content_type
+from collector.decoding import check_content_type
 from collector.errors import CollectorError, Unauthorized, UnsupportedMediaType
 from collector.sources import KeyEntry
 
@@ -54,15 +54,10 @@ def check_body_type(request: web.Request, entry: KeyEntry | None) -> None:
     check_content_type(request)
 
 
-def inflate_sniffed(request: web.Request, body: bytes, max_decompressed_bytes: int) -> bytes:
-    """A text/plain body that starts with gzip's magic bytes, inflated within the limit.
-
-    JSON never starts with byte 0x1f, so the sniff cannot misread a plain body.
-    """
-    if request.content_type != TEXT_PLAIN or not body.startswith(GZIP_MAGIC):
-        return body
-    if headers.text(request, "Content-Encoding") not in (None, "identity"):
-        return body  # already inflated as the header said
-    inflater = GzipInflater(max_decompressed_bytes)
-    inflater.feed(body)
-    return inflater.finish()
+def may_sniff_gzip(request: web.Request) -> bool:
+    """A text/plain body sent without Content-Encoding may be gzip, known by its magic bytes
+    (read_body inflates it under the usual limits and in-flight budget)."""
+    return request.content_type == TEXT_PLAIN and headers.text(request, "Content-Encoding") in (
+        None,
+        "identity",
+    )

@@ -66,8 +66,11 @@ async def read_body(
     body_read_timeout_s: float | None = None,
     on_chunk: Callable[[bytes], None] | None = None,
     on_size: Callable[[int], None] | None = None,
+    sniff_gzip: bool = False,
 ) -> bytes:
     """The body, inflated; the whole read (not each chunk) must end within the timeout.
+    `sniff_gzip`: with no Content-Encoding, a body that starts with gzip's magic bytes is gzip
+    (a browser's beacon cannot set the header; JSON never starts with byte 0x1f).
     `on_chunk` sees each chunk as sent, before inflating (auth: a signed request's HMAC).
     `on_size` is told how many bytes the request holds so far: after each chunk, what arrived;
     once a gzip body is complete, what arrived plus what it inflated to, as it inflates. It may
@@ -114,7 +117,9 @@ async def read_body(
         raise IncompleteBody(
             f"the connection closed after {received} bytes of the body ({exc or 'no reason'})"
         ) from exc
-    if sink is not None:
+    if sink is None and sniff_gzip and b"".join(chunks[:2]).startswith(GZIP_MAGIC):
+        sink = GzipInflater(max_decompressed_bytes)
+    if sink is not None:  # inflated under the same cap and in-flight budget either way
         return sink.inflate(chunks, on_size)
     body = b"".join(chunks)
     if len(body) > max_decompressed_bytes:

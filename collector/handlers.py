@@ -64,7 +64,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     """The one place where errors become HTTP responses; also counts every request."""
     metrics = request.app[keys.METRICS]
     resource = request.match_info.route.resource
-    route_label = resource.canonical if resource is not None else "unmatched"
+    route_label = (
+        resource.canonical if resource is not None and resource.name != UNMATCHED else UNMATCHED
+    )
     started = time.perf_counter()
     try:
         refuse_unknown_expectation(request)
@@ -103,6 +105,25 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 CONTINUE = "100-continue"
+# the catch-all route's name, and the route label of requests no real route matched
+UNMATCHED = "unmatched"
+
+
+async def handle_unmatched(request: web.Request) -> web.StreamResponse:
+    """The last route: 404, or 405 naming the methods the path allows, as aiohttp would.
+
+    A route of our own rather than aiohttp's built-in answer, so that a request for no route
+    still gets this module's Expect handling (aiohttp's raises on bytes that are not UTF-8).
+    """
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource.name == UNMATCHED:
+            continue
+        _, methods = await resource.resolve(request)
+        allowed |= methods
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()
 
 
 async def handle_expect(request: web.Request) -> None:
@@ -178,8 +199,8 @@ async def receive(request: web.Request, ingest: Ingest) -> web.Response:
             body_read_timeout_s=settings.body_read_timeout_s,
             on_chunk=signature.update if signature is not None else None,
             on_size=hold,
+            sniff_gzip=browser_forms.may_sniff_gzip(request),
         )
-        body = browser_forms.inflate_sniffed(request, body, settings.max_decompressed_bytes)
         if signature is not None:
             signature.verify()
         # bytes as they came off the wire (still gzip), and what the pipeline decodes

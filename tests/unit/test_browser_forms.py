@@ -3,6 +3,7 @@ text/plain bodies, gzip found by its magic bytes; server keys stay in Authorizat
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,11 +11,13 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from collector import keys
 from collector.sinks import MemorySink
 from event_schemas import SchemaRegistry
 from tests.conftest import HttpClient
 from tests.factories import batch_body, track_played
 from tests.unit.test_auth import start_with_config
+from tests.waiting import eventually
 
 BROWSER_KEY = "pk_web_0123456789abcdef"
 SERVER_KEY = "sk_api_0123456789abcdef"
@@ -82,6 +85,24 @@ async def test_a_sniffed_gzip_body_keeps_the_decompressed_limit(
     assert response.status == 413
     assert (await response.json())["error"] == "body_too_large"
     assert memory_sink.records == []
+
+
+async def test_a_sniffed_gzip_body_holds_its_size_in_the_in_flight_budget(
+    collector_with_keys: HttpClient, memory_sink: MemorySink
+) -> None:
+    # inflated inside read_body, like a declared gzip body, not beside the budget
+    assert collector_with_keys.app is not None
+    inflight = collector_with_keys.app[keys.INFLIGHT]
+    raw = batch_body(*[track_played() for _ in range(50)])
+    body = gzip.compress(raw)
+    memory_sink.stall = True  # the request holds its bytes until the sink deadline
+    pending = asyncio.create_task(
+        collector_with_keys.post(f"/v1/batch?write_key={BROWSER_KEY}", data=body, headers=BEACON)
+    )
+    await eventually(lambda: inflight.bytes > 0)
+    assert inflight.bytes == len(body) + len(raw)
+    assert (await pending).status == 503
+    assert inflight.bytes == 0
 
 
 async def test_a_server_key_in_the_query_string_is_refused(

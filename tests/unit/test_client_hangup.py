@@ -151,6 +151,22 @@ async def test_an_expectation_but_100_continue_is_a_json_417(
     assert served.counted('reason="expectation_failed"') == 1
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "plain"),
+    [("POST", "/nope", 404), ("GET", "/v1/batch", 405), ("DELETE", "/healthz", 405)],
+)
+async def test_a_request_no_route_takes_gets_the_same_expect_handling(
+    served: Served, method: str, path: str, plain: int
+) -> None:
+    # aiohttp answers these itself, with its own Expect handler, unless a route of ours does
+    answer = await raw_http.request(served.port, method, path, [(b"Expect", b"\xe9")])
+    assert answer.status == 417, answer
+    assert json.loads(answer.body)["error"] == "expectation_failed"
+    answer = await raw_http.request(served.port, method, path, [])
+    assert answer.status == plain, answer
+    assert json.loads(answer.body)["error"] == {404: "not_found", 405: "method_not_allowed"}[plain]
+
+
 @pytest.mark.parametrize("value", [b"100-continue", b"100-Continue", b" 100-CONTINUE "])
 async def test_100_continue_in_any_case_is_answered_and_the_request_served(
     served: Served, value: bytes
