@@ -27,6 +27,7 @@ from devtools.oracle import Verdict, judge, read_back
 CAPTURE = Path(sys.executable).with_name("capture")
 READY_TIMEOUT_S = 60.0
 # Acknowledged events before the fault, so the fault meets a stream already flowing.
+WARMUP_TIMEOUT_S = 180
 WARMUP_ACKS = 200
 # After the heal: the load must get this many 200s again before it stops.
 RECOVERED_ACKS = 10
@@ -164,7 +165,13 @@ async def run_scenario(
     stop = asyncio.Event()
     task = asyncio.create_task(drive(url + "/v1/batch", ledger, stop, load))
     try:
-        await until(lambda: len(ledger.acknowledged) >= WARMUP_ACKS, timeout_s=60, what="warm-up")
+        # generous: the session's first scenario also waits out the new cluster's first
+        # producer id and leader elections, which took over 60 s once on a loaded machine
+        await until(
+            lambda: len(ledger.acknowledged) >= WARMUP_ACKS,
+            timeout_s=WARMUP_TIMEOUT_S,
+            what="warm-up",
+        )
         await body(Run(cluster, ledger, topics[0]))
         await cluster.wait_healthy(topics)
         await until(
