@@ -22,7 +22,10 @@ TEXT_PLAIN = "text/plain"
 
 
 def query_key(request: web.BaseRequest) -> bytes | None:
-    """The key of `?write_key=`, when no Authorization header brought one."""
+    """The key of `?write_key=`, only when the request has no Authorization header (one that
+    is there but unusable must not let a server key in the query string through)."""
+    if not _key_from_query(request):
+        return None
     value = request.query.get(QUERY_KEY)
     return headers.as_bytes(value) if value else None
 

@@ -105,6 +105,21 @@ async def test_a_sniffed_gzip_body_holds_its_size_in_the_in_flight_budget(
     assert inflight.bytes == 0
 
 
+@pytest.mark.parametrize("authorization", ["Basic \u00e9", "Bearer", "Token x"])
+async def test_an_unusable_authorization_does_not_let_a_query_key_in(
+    collector_with_keys: HttpClient, memory_sink: MemorySink, authorization: str
+) -> None:
+    # the query form is for requests without Authorization; a broken header is no key at all
+    response = await collector_with_keys.post(
+        f"/v1/batch?write_key={SERVER_KEY}",
+        data=batch_body(track_played()),
+        headers={"Content-Type": "application/json", "Authorization": authorization},
+    )
+    assert response.status == 401
+    assert (await response.json())["error"] == "missing_key"
+    assert memory_sink.records == []
+
+
 async def test_a_server_key_in_the_query_string_is_refused(
     collector_with_keys: HttpClient, memory_sink: MemorySink
 ) -> None:
