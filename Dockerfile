@@ -8,12 +8,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Only what the wheel is built from (see [tool.hatch.build.targets.wheel] in pyproject.toml).
+# Only what the two wheels are built from: the collector (pyproject.toml) and the SDK it
+# depends on (sdk-python/, with capture_sdk and event_schemas), which is not on an index.
 COPY pyproject.toml README.md ./
+COPY sdk-python ./sdk-python
 COPY capture_sdk ./capture_sdk
 COPY collector ./collector
 COPY event_schemas ./event_schemas
-RUN pip install . \
+RUN pip install ./sdk-python . \
     && useradd --system --uid 10001 --home-dir /app --no-create-home capture \
     && mkdir -p /app/data \
     && chown capture /app/data

@@ -1,5 +1,5 @@
 # The two commands of the README, plus `make bench`. All install what they need into .venv first.
-.PHONY: run test bench faults fuzz
+.PHONY: run test bench faults fuzz wheels
 
 run:
 	scripts/run.sh
@@ -20,3 +20,8 @@ faults:
 # `make fuzz FUZZ_SEED=123 FUZZ_MAX_EXAMPLES=20000` replays or extends a search.
 fuzz:
 	FUZZ_SEED=$(FUZZ_SEED) FUZZ_MAX_EXAMPLES=$(FUZZ_MAX_EXAMPLES) scripts/fuzz.sh $(ARGS)
+
+# The SDK's and the collector's wheels (event-capture-sdk, event-capture) into dist/.
+wheels:
+	scripts/bootstrap.sh
+	scripts/wheels.sh

@@ -21,6 +21,14 @@ if TYPE_CHECKING:
 
 LARGE_BODY_BYTES = 1 << 20
 
+# aiohttp is not a dependency of the `event-capture-sdk` distribution (only of its extra), so
+# the default transport says how to get it instead of a bare ModuleNotFoundError
+AIOHTTP_MISSING = (
+    "AsyncClient's default transport (AiohttpTransport) needs aiohttp, which the SDK does not "
+    "install by itself: pip install 'event-capture-sdk[aiohttp]' (or pass transport= an "
+    "AsyncTransport of your own)"
+)
+
 
 class AsyncTransport(abc.ABC):
     @abc.abstractmethod
@@ -43,7 +51,12 @@ class AiohttpTransport(AsyncTransport):
     """
 
     def __init__(self, endpoint: str, *, timeout_s: float = 10.0) -> None:
-        import aiohttp  # see the class docstring
+        try:
+            import aiohttp  # see the class docstring
+        except ModuleNotFoundError as exc:
+            if exc.name != "aiohttp":
+                raise  # aiohttp is there but broken: its own error says more
+            raise ImportError(AIOHTTP_MISSING, name="aiohttp") from exc
 
         url = urllib.parse.urlsplit(endpoint)
         if url.scheme not in ("http", "https") or not url.hostname:

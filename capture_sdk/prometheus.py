@@ -11,8 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
+try:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+    from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
+except ModuleNotFoundError as exc:  # the SDK's distribution makes it an extra
+    if exc.name != "prometheus_client":
+        raise
+    raise ImportError(
+        "capture_sdk.prometheus needs prometheus_client: "
+        "pip install 'event-capture-sdk[prometheus]'",
+        name="prometheus_client",
+    ) from exc
 
 from capture_sdk._async_client import AsyncClient
 from capture_sdk._client import Client

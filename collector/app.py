@@ -5,6 +5,8 @@ Nothing global: everything the handlers use is passed in here or built from `set
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -15,7 +17,7 @@ from typing import Any
 from aiohttp import http_parser, web, web_protocol
 from prometheus_client import CollectorRegistry
 
-from collector import cors, handlers, keys, segment
+from collector import cors, demo, handlers, keys, segment
 from collector.backpressure import InFlight
 from collector.client_ip import ClientIdentifier, parse_networks
 from collector.config_file import load_config_file
@@ -88,6 +90,8 @@ def create_app(
         config, path=settings.config_file, environ=os.environ if environ is None else environ
     )
     segment_config = segment.build_segment_config(config, path=settings.config_file)
+    if settings.demo:  # the page of `make run` has a browser key of its own
+        sources = demo.with_demo_source(sources, settings)
     # outermost first: CORS headers go on error responses too
     app = web.Application(middlewares=[cors.cors_middleware, handlers.error_middleware])
     app[keys.SETTINGS] = settings
@@ -101,6 +105,7 @@ def create_app(
             on_producer_restart=lambda reason: metrics.producer_restarts.labels(reason).inc(),
         )
     )
+    metrics.count_sink_from_zero(app[keys.SINK].name)
     metrics.schema_event_versions.set(plan.event_versions)
     app[keys.CLOCK] = clock or utc_now
     app[keys.CLIENTS] = ClientIdentifier(
@@ -123,12 +128,14 @@ def create_app(
     if reload_on_sighup:
         app.cleanup_ctx.append(sighup_reload)
     app.router.add_post("/v1/batch", handlers.handle_batch)
-    app.router.add_route("OPTIONS", "/v1/batch", cors.handle_preflight)
+    cors.add_preflight(app, "/v1/batch")
     app.router.add_get("/healthz", handlers.handle_healthz)
     app.router.add_get("/readyz", handlers.handle_readyz)
     app.router.add_get("/metrics", handlers.handle_metrics)
     app.router.add_get("/openapi.json", handle_openapi)
     segment.add_routes(app, segment_config)  # /compat/segment: Segment's tracking API
+    if settings.demo:
+        demo.add_routes(app)  # /demo: the browser SDK demo page
     # last: what no route above matched (404/405) also gets the Expect handler below
     app.router.add_route("*", "/{path:.*}", handlers.handle_unmatched, name=handlers.UNMATCHED)
     for resource_route in app.router.routes():
@@ -148,11 +155,33 @@ async def _warn_when_open(app: web.Application) -> None:
         )
 
 
+# How often each process refreshes capture_sink_ready on its own, so the gauge (and the
+# CaptureSinkNotReady alert) holds without a load balancer polling /readyz.
+READINESS_PROBE_S = 5.0
+
+
 async def _sink_lifecycle(app: web.Application) -> AsyncIterator[None]:
     sink = app[keys.SINK]
     await sink.start()
+    probe = asyncio.create_task(_probe_readiness(app), name="sink-readiness-probe")
     yield
+    probe.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await probe
     await sink.stop(timeout_s=app[keys.SHUTDOWN].flush_budget_s())
+
+
+async def _probe_readiness(app: web.Application) -> None:
+    sink = app[keys.SINK]
+    gauge = app[keys.METRICS].sink_ready.labels(sink.name)
+    while True:
+        try:
+            ready = await sink.ready()
+        except Exception:  # a probe that raised must not end the probing: count it not ready
+            log.exception("the %s sink's readiness check failed", sink.name)
+            ready = False
+        gauge.set(1 if ready else 0)
+        await asyncio.sleep(READINESS_PROBE_S)
 
 
 async def _start_shutdown_clock(app: web.Application) -> None:

@@ -1,8 +1,8 @@
 """Stage: admit a request by its write key (origin, rate limit), its signature and its events.
 
-`admit` runs before the body is read, so a refused request costs no reading or inflating;
-a `SignatureCheck` hashes the body bytes as sent while they are read; `check_events` runs on
-the decoded envelopes.
+A `Gate` admits a header or query key before the body is read (a refused request costs no
+reading), a body key once it is read; a `SignatureCheck` hashes the body bytes as sent while
+they are read; `check_events` runs on the decoded envelopes.
 Keys and secrets never reach a log line, an error detail or a metric label: keys are named by
 their source and position (`web[0]`). Nothing here does I/O.
 """
@@ -19,6 +19,7 @@ import msgspec
 from aiohttp import web
 
 from collector import browser_forms, headers
+from collector.browser_forms import KeyPlace
 from collector.decoding import DecodedBatch
 from collector.errors import CollectorError, Forbidden, RateLimited, Unauthorized
 from collector.metrics import Metrics
@@ -80,46 +81,131 @@ def presented_key(request: web.BaseRequest) -> bytes | None:
     return None
 
 
-def admit(
-    request: web.Request, sources: Sources, limiter: RateLimiter, metrics: Metrics
-) -> KeyEntry | None:
-    """The request's key (None in open mode); refuses a missing or unknown key, an origin
-    the key's source does not allow, and a key whose bucket is empty.
+class Gate:
+    """Who sent a request, decided one way for every ingest route (native and Segment).
+
+    Where the key is comes from `browser_forms.key_place`: Authorization, else `?write_key=`,
+    else the body. A header or query key is admitted before the body is read (`before_body`),
+    so a refused request costs no reading or inflating; a body key can only be admitted once
+    the body is read (`after_body`), within the same size, time and in-flight limits.
     """
-    if sources.open:
-        return None
-    key = presented_key(request) or browser_forms.query_key(request)
-    if key is None:
-        raise _refused(
-            metrics,
-            None,
-            Unauthorized(
-                "a write key is required: Authorization: Bearer <key>",
-                reason="missing_key",
-            ),
-        )
-    digest = key_digest(key)
-    entry = sources.by_digest.get(digest)
-    if entry is None:
-        raise _refused(
-            metrics, None, Unauthorized("the write key is not known", reason="unknown_key")
-        )
-    _check_origin(entry, headers.text(request, "Origin"), metrics)
-    if (form_error := browser_forms.key_form_error(request, entry)) is not None:
-        raise _refused(metrics, entry, form_error)
-    wait_s = limiter.wait_s(digest)
-    if wait_s > 0.0:
-        source = entry.source
-        raise _refused(
-            metrics,
-            entry,
-            RateLimited(
-                f"key {entry.label} may send {source.rate_limit_per_s:g} requests per second"
-                f" (burst {source.burst}); retry later",
-                retry_after_s=max(1, math.ceil(wait_s)),
-            ),
-        )
-    return entry
+
+    __slots__ = ("_body_field", "_limiter", "_metrics", "_place", "_request", "_sources")
+
+    def __init__(
+        self,
+        request: web.BaseRequest,
+        sources: Sources,
+        limiter: RateLimiter,
+        metrics: Metrics,
+        *,
+        body_field: str,
+    ) -> None:
+        self._request = request
+        self._sources = sources
+        self._limiter = limiter
+        self._metrics = metrics
+        self._body_field = body_field
+        # None in open mode (no keys configured): every request is let in, keys are ignored,
+        # except a header or query key the collector knows all the same (the demo page's,
+        # collector/demo.py), which is checked as usual so that its browser forms apply
+        place = browser_forms.key_place(request)
+        self._place = None if sources.open and not self._known(place) else place
+
+    def _known(self, place: KeyPlace) -> bool:
+        if place is KeyPlace.HEADER:
+            key = presented_key(self._request)
+        elif place is KeyPlace.QUERY:
+            key = browser_forms.query_key(self._request)
+        else:
+            return False
+        return key is not None and key_digest(key) in self._sources.by_digest
+
+    @property
+    def key_in_body(self) -> bool:
+        """The request's key can only be in its body (admit it with `after_body`)."""
+        return self._place is KeyPlace.BODY
+
+    def before_body(self) -> KeyEntry | None:
+        """The key of the Authorization header or query string, admitted; None in open mode
+        and when the key is in the body (once refused, unread, if no body key could pass)."""
+        if self._place is None:
+            return None
+        if self._place is KeyPlace.BODY:
+            self._refuse_unreadable_body_key()
+            return None
+        if self._place is KeyPlace.HEADER:
+            return self._admit(presented_key(self._request), self._place)
+        return self._admit(browser_forms.query_key(self._request), self._place)
+
+    def _refuse_unreadable_body_key(self) -> None:
+        """Only a browser key is admitted from a body, and only from an origin its source
+        lists (or none). When no browser source exists, or the Origin is one no browser
+        source lists, no body key could pass: refuse now, so that keyless clients cannot
+        make the collector read and inflate bodies and hold the in-flight budget with them."""
+        origins = self._sources.browser_origins  # empty: there is no browser source
+        if not origins:
+            raise _refused(
+                self._metrics, None, Unauthorized(_NO_KEY_NO_BROWSER, reason="missing_key")
+            )
+        origin = headers.text(self._request, "Origin")
+        if origin is not None and origin.lower() not in origins:
+            raise _refused(
+                self._metrics,
+                None,
+                Forbidden(
+                    f"origin {origin[:200]!r} is not allowed for any browser source",
+                    reason="origin_not_allowed",
+                ),
+            )
+
+    def after_body(self, body: bytes, *, max_json_depth: int) -> KeyEntry | None:
+        """The body's key, admitted (only a browser key can be, so no signature applies:
+        browser sources have no signing secrets); what `before_body` said otherwise."""
+        if self._place is not KeyPlace.BODY:
+            return None
+        key = browser_forms.body_key(body, self._body_field, max_json_depth=max_json_depth)
+        return self._admit(key, self._place)
+
+    def _admit(self, key: bytes | None, place: KeyPlace) -> KeyEntry:
+        """Refuses a missing or unknown key, an origin the key's source does not allow, a
+        server key out of Authorization and a key whose bucket is empty."""
+        metrics = self._metrics
+        if key is None:
+            raise _refused(metrics, None, Unauthorized(_MISSING[place], reason="missing_key"))
+        digest = key_digest(key)
+        entry = self._sources.by_digest.get(digest)
+        if entry is None:
+            raise _refused(
+                metrics, None, Unauthorized("the write key is not known", reason="unknown_key")
+            )
+        _check_origin(entry, headers.text(self._request, "Origin"), metrics)
+        if (form_error := browser_forms.key_form_error(entry, place)) is not None:
+            raise _refused(metrics, entry, form_error)
+        wait_s = self._limiter.wait_s(digest)
+        if wait_s > 0.0:
+            source = entry.source
+            raise _refused(
+                metrics,
+                entry,
+                RateLimited(
+                    f"key {entry.label} may send {source.rate_limit_per_s:g} requests per second"
+                    f" (burst {source.burst}); retry later",
+                    retry_after_s=max(1, math.ceil(wait_s)),
+                ),
+            )
+        return entry
+
+
+# no browser source: the only place left for a key is the one every key may use
+_NO_KEY_NO_BROWSER = "a write key is required: Authorization: Bearer <key>"
+_MISSING = {
+    KeyPlace.HEADER: "the Authorization header holds no usable key:"
+    " send Authorization: Bearer <key>",
+    KeyPlace.QUERY: "?write_key= is empty",
+    KeyPlace.BODY: "a write key is required: Authorization: Bearer <key> (browser keys may also"
+    " send it as ?write_key= or in the body)",
+}
 
 
 def _check_origin(entry: KeyEntry, origin: str | None, metrics: Metrics) -> None:

@@ -1,8 +1,10 @@
-"""CORS for browser write keys: preflights and the headers on actual responses.
+"""CORS for browser write keys on every ingest route (native and Segment-compatible):
+preflights and the headers on actual responses.
 
 Only origins that some browser source lists are ever echoed, and credentials are never allowed
-(the write key travels in Authorization, not in cookies). Whether a given key may be used from
-an origin is `auth.admit`'s business, not this module's; this one never looks at keys.
+(the write key travels in Authorization, the query string or the body, never in cookies).
+Whether a given key may be used from an origin is `auth.Gate`'s business, not this module's;
+this one never looks at keys.
 """
 
 from __future__ import annotations
@@ -17,13 +19,20 @@ ALLOWED_METHODS = "POST"
 ALLOWED_HEADERS = "Content-Type, Content-Encoding, Authorization"
 # browsers cap this themselves (Chromium at 2 h); 10 min keeps allowlist changes quick to apply
 PREFLIGHT_MAX_AGE_S = 600
-# the routes browsers may call cross-origin
-CORS_PATHS = frozenset({"/v1/batch"})
+# the routes browsers may call cross-origin (`add_preflight` fills it as routes are added)
+CORS_PATHS: web.AppKey[set[str]] = web.AppKey("cors_paths")
+
+
+def add_preflight(app: web.Application, path: str) -> None:
+    """Open the POST route `path` to browsers: answer its preflights, and put the CORS
+    headers on its answers to allowed origins."""
+    app.setdefault(CORS_PATHS, set()).add(path)
+    app.router.add_route("OPTIONS", path, handle_preflight)
 
 
 def _allowed_origin(request: web.Request) -> str | None:
     origin = headers.text(request, "Origin")
-    if origin is None or request.path not in CORS_PATHS:
+    if origin is None or request.path not in request.app.get(CORS_PATHS, ()):
         return None
     if origin.lower() not in request.app[keys.SOURCES].browser_origins:
         return None
@@ -46,7 +55,8 @@ async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 async def handle_preflight(request: web.Request) -> web.Response:
-    """`OPTIONS /v1/batch`: a preflight carries no key, so any browser source's origin passes."""
+    """`OPTIONS` on an ingest route: a preflight carries no key, so any browser source's
+    origin passes (the actual request's key is checked against its own source's origins)."""
     origin = _allowed_origin(request)
     if origin is None:
         raise Forbidden(

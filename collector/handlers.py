@@ -156,13 +156,20 @@ async def handle_batch(request: web.Request) -> web.Response:
     return await receive(request, _ingest)
 
 
-async def receive(request: web.Request, ingest: Ingest) -> web.Response:
-    """Admit the request, read its body within the limits and in-flight budget, then `ingest`."""
+async def receive(
+    request: web.Request, ingest: Ingest, *, body_key: str = browser_forms.NATIVE_BODY_KEY
+) -> web.Response:
+    """Admit the request, read its body within the limits and in-flight budget, then `ingest`.
+    `body_key`: the body field a browser key may come in (the route's envelope names it)."""
     app = request.app
     settings = app[keys.SETTINGS]
     metrics = app[keys.METRICS]
+    gate = auth.Gate(
+        request, app[keys.SOURCES], app[keys.RATE_LIMITER], metrics, body_field=body_key
+    )
     # key, origin, rate limit and signature headers: refused before a byte of body is read
-    entry = auth.admit(request, app[keys.SOURCES], app[keys.RATE_LIMITER], metrics)
+    # (unless the key is in the body: then once it is read, below)
+    entry = gate.before_body()
     signature = auth.start_signature_check(
         entry,
         request,
@@ -170,7 +177,7 @@ async def receive(request: web.Request, ingest: Ingest) -> web.Response:
         tolerance_s=settings.signature_tolerance_s,
         metrics=metrics,
     )
-    browser_forms.check_body_type(request, entry)
+    browser_forms.check_body_type(request, entry, key_in_body=gate.key_in_body)
     inflight = app[keys.INFLIGHT]
     if inflight.full:
         raise Overloaded(
@@ -203,6 +210,8 @@ async def receive(request: web.Request, ingest: Ingest) -> web.Response:
         )
         if signature is not None:
             signature.verify()
+        if gate.key_in_body:
+            entry = gate.after_body(body, max_json_depth=settings.max_json_depth)
         # bytes as they came off the wire (still gzip), and what the pipeline decodes
         metrics.body_sent_bytes.observe(request.content.total_bytes)
         metrics.body_inflated_bytes.observe(len(body))

@@ -7,6 +7,7 @@ error types are fixed sets. This module defines and exposes metrics; it must not
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 from prometheus_client import (
@@ -27,6 +28,9 @@ SCRAPE_CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 SIZE_BUCKETS_BYTES = (256, 1024, 4096, 16_384, 65_536, 262_144, 1_048_576, 4_194_304, 16_777_216)
 BATCH_BUCKETS_EVENTS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
+# The reasons the Kafka sink reports a producer restart with (sinks/kafka_batches.py).
+PRODUCER_RESTART_REASONS = ("sender_cancelled", "sender_died", "fatal_error")
+SINK_ERROR_TYPES = ("retriable", "fatal")
 
 
 class Metrics:
@@ -141,9 +145,36 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livemax",
         )
+        # Read when scraped (a task leak shows as growth under steady load; issue 14's soak).
+        self.asyncio_tasks = Gauge(
+            "capture_asyncio_tasks",
+            "asyncio tasks alive on the event loop, counted when scraped.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+
+    def _count_tasks(self) -> None:
+        try:
+            self.asyncio_tasks.set(len(asyncio.all_tasks()))
+        except RuntimeError:  # scraped with no running loop (a test calling scrape() directly)
+            return
+
+    def count_sink_from_zero(self, sink: str) -> None:
+        """Export the sink's error and restart counters at 0 before anything happened.
+
+        A series that first appears at 1 gives rate() and increase() nothing to compare with,
+        so the first error or producer restart of a process would be invisible to the
+        dashboard and to the CaptureProducerRestarts alert (issue 15).
+        """
+        for error_type in SINK_ERROR_TYPES:
+            self.sink_errors.labels(sink, error_type)
+        if sink == "kafka":
+            for reason in PRODUCER_RESTART_REASONS:
+                self.producer_restarts.labels(reason)
 
     def scrape(self) -> bytes:
         """The text exposition: this registry, or every worker's files in multiprocess mode."""
+        self._count_tasks()
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)
         # A fresh registry per scrape, as prometheus_client's multiprocess mode requires.

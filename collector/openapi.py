@@ -13,7 +13,9 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from collector.browser_forms import NATIVE_BODY_KEY, QUERY_KEY, SEGMENT_BODY_KEY
 from collector.model import BatchResponse, ErrorBody, WireEvent
+from collector.segment.handlers import route_paths
 
 OPENAPI_VERSION = "3.1.0"
 _REF = "#/components/schemas/{name}"
@@ -40,10 +42,12 @@ FIELD_DOCS = {
 # Statuses of POST /v1/batch that refuse the whole request, with what they mean.
 BATCH_ERRORS = {
     "400": "Not JSON, not UTF-8, not a batch envelope, bad gzip or nested too deep"
-    " (malformed_json, invalid_envelope, invalid_gzip, too_deep, bad_request); the client"
-    " closed the connection before the body was complete (incomplete_body).",
+    " (malformed_json, invalid_envelope, invalid_gzip, too_deep, bad_request); a body write key"
+    " that is not a string (invalid_envelope); the client closed the connection before the body"
+    " was complete (incomplete_body).",
     "401": "No usable write key, or a bad signature (missing_key, unknown_key, invalid_signature);"
-    " a server key in the write_key query parameter (key_in_query).",
+    " a server key in the write_key query parameter (key_in_query) or in the body"
+    " (key_in_body): server keys go in Authorization only.",
     "403": "The key may not send this event or from this origin (event_not_allowed,"
     " origin_not_allowed).",
     "408": "The body did not arrive in time (body_timeout).",
@@ -59,6 +63,13 @@ BATCH_ERRORS = {
     " Retry-After.",
 }
 RETRY_AFTER_STATUSES = frozenset({"429", "503"})
+# How a browser sends without a preflight (issue 13): the key outside Authorization.
+BROWSER_FORMS = (
+    " Browser keys only: the key may instead be in the `write_key` query parameter or in the"
+    " body's `{field}` (Authorization wins over the query string, which wins over the body; a"
+    " key in the body is checked once the body is read), and the body may be `text/plain`"
+    " (JSON inside, gzip recognised by its magic bytes when Content-Encoding is not set)."
+)
 # Every route's answer to an `Expect` header other than 100-continue (handlers.handle_expect).
 EXPECTATION_FAILED = (
     "An Expect header other than 100-continue (expectation_failed); send the request without it."
@@ -93,14 +104,52 @@ def _components() -> dict[str, Any]:
         "properties": {
             "batch": {"type": "array", "items": {"$ref": _REF.format(name="Event")}},
             "sent_at": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+            NATIVE_BODY_KEY: _body_key_schema(),
         },
         "required": ["batch"],
     }
     return schemas
 
 
+def _body_key_schema() -> dict[str, Any]:
+    return {
+        "type": "string",
+        "description": "A browser key, when the request has no Authorization header and no"
+        " write_key query parameter; never stored with the events. A server key here is"
+        " refused (401 key_in_body).",
+    }
+
+
 def _json(name: str) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": _REF.format(name=name)}}}
+
+
+def _bodies(schema: dict[str, Any]) -> dict[str, Any]:
+    """A request body as JSON, or (browser keys only) the same JSON sent as text/plain."""
+    return {"application/json": {"schema": schema}, "text/plain": {"schema": schema}}
+
+
+def _ingest_parameters() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "Content-Encoding",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "enum": ["gzip", "identity"]},
+        },
+        {
+            "name": QUERY_KEY,
+            "in": "query",
+            "required": False,
+            "description": "A browser key, when the request has no Authorization header (a"
+            " server key here is refused: 401 key_in_query).",
+            "schema": {"type": "string"},
+        },
+    ]
+
+
+# anonymous: only when the collector has no write keys configured (development mode)
+SECURITY: list[dict[str, list[str]]] = [{"writeKey": []}, {"writeKeyQuery": []}, {}]
 
 
 def _error(status: str, description: str) -> dict[str, Any]:
@@ -122,52 +171,68 @@ def _batch_operation() -> dict[str, Any]:
     return {
         "operationId": "postBatch",
         "summary": "Send a batch of events",
-        "security": [{"writeKey": []}, {}],
-        "parameters": [
-            {
-                "name": "Content-Encoding",
-                "in": "header",
-                "required": False,
-                "schema": {"type": "string", "enum": ["gzip", "identity"]},
-            }
-        ],
-        "requestBody": {"required": True, "content": _json("Batch")},
+        "description": "Send with Authorization: Bearer <key>."
+        + BROWSER_FORMS.format(field=NATIVE_BODY_KEY),
+        "security": SECURITY,
+        "parameters": _ingest_parameters(),
+        "requestBody": {
+            "required": True,
+            "content": _bodies({"$ref": _REF.format(name="Batch")}),
+        },
         "responses": responses,
     }
 
 
-def _preflight_operation() -> dict[str, Any]:
-    cors = ("Access-Control-Allow-Origin", "Access-Control-Allow-Methods", "Vary")
+def _preflight_operation(name: str) -> dict[str, Any]:
+    cors = (
+        "Access-Control-Allow-Origin",
+        "Access-Control-Allow-Methods",
+        "Access-Control-Allow-Headers",
+        "Access-Control-Max-Age",
+        "Vary",
+    )
     return {
-        "operationId": "preflightBatch",
+        "operationId": f"preflight{name}",
         "summary": "CORS preflight for browser write keys (no key needed)",
         "responses": {
             "204": {
                 "description": "The origin is listed by a browser source: POST may follow.",
                 "headers": {name: {"schema": {"type": "string"}} for name in cors},
             },
-            "403": _error("403", "No browser source lists the origin, or the method is not POST."),
+            "403": _error(
+                "403",
+                "No browser source lists the origin (origin_not_allowed; the answer carries no"
+                " Access-Control-Allow-Origin), or the method is not POST (method_not_allowed).",
+            ),
         },
     }
 
 
 # Segment's HTTP tracking API under /compat/segment (docs/segment-migration.md): the messages
 # are Segment's, so their shape is described there and in Segment's spec, not here.
-SEGMENT_PREFIX = "/compat/segment"
-SEGMENT_CALLS = ("track", "identify", "page", "screen", "group", "alias")
 
 
-def _segment_operation(call: str) -> dict[str, Any]:
-    message = {"type": "object", "description": "A Segment message (Segment's spec)."}
+def _segment_operation(path: str, call: str | None) -> dict[str, Any]:
+    key = {SEGMENT_BODY_KEY: _body_key_schema()}
+    message = {
+        "type": "object",
+        "properties": key,
+        "description": "A Segment message (Segment's spec). A `writeKey` inside a message is"
+        " never stored (dead letters keep the message without it).",
+    }
     body = (
         {
             "type": "object",
-            "properties": {"batch": {"type": "array", "items": message}, "sentAt": {}},
+            "properties": {"batch": {"type": "array", "items": message}, "sentAt": {}, **key},
             "required": ["batch"],
         }
-        if call == "batch"
+        if call is None
         else message
     )
+    name = path.rsplit("/", 1)[-1]
+    summary = f"Segment-compatible `{call or 'batch'}` (migration path for Segment SDKs)"
+    if len(name) == 1:
+        summary += "; the short path analytics.js uses"
     ok = {
         "type": "object",
         "properties": {
@@ -182,12 +247,19 @@ def _segment_operation(call: str) -> dict[str, Any]:
     }
     responses.update({status: _error(status, text) for status, text in BATCH_ERRORS.items()})
     return {
-        "operationId": f"postSegment{call.capitalize()}",
-        "summary": f"Segment-compatible `{call}` (migration path for Segment SDKs)",
-        "security": [{"writeKey": []}, {}],
-        "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+        "operationId": f"postSegment{_title(name)}",
+        "summary": summary,
+        "description": "Send with Authorization: Basic base64(<key>:) or Bearer <key>."
+        + BROWSER_FORMS.format(field=SEGMENT_BODY_KEY),
+        "security": SECURITY,
+        "parameters": _ingest_parameters(),
+        "requestBody": {"required": True, "content": _bodies(body)},
         "responses": responses,
     }
+
+
+def _title(name: str) -> str:
+    return name[0].upper() + name[1:]
 
 
 def _plain(description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -211,10 +283,13 @@ def openapi_document() -> dict[str, Any]:
         "openapi": OPENAPI_VERSION,
         "info": {"title": "event-capture collector", "version": "1"},
         "paths": {
-            "/v1/batch": {"post": _batch_operation(), "options": _preflight_operation()},
+            "/v1/batch": {"post": _batch_operation(), "options": _preflight_operation("Batch")},
             **{
-                f"{SEGMENT_PREFIX}/v1/{call}": {"post": _segment_operation(call)}
-                for call in ("batch", *SEGMENT_CALLS)
+                path: {
+                    "post": _segment_operation(path, call),
+                    "options": _preflight_operation("Segment" + _title(path.rsplit("/", 1)[-1])),
+                }
+                for path, call in route_paths().items()
             },
             "/healthz": {
                 "get": {
@@ -267,7 +342,15 @@ def openapi_document() -> dict[str, Any]:
                     "scheme": "bearer",
                     "description": "A source's write key (HTTP Basic with the key as user name"
                     " also works). Required when the collector has write keys configured.",
-                }
+                },
+                "writeKeyQuery": {
+                    "type": "apiKey",
+                    "in": "query",
+                    "name": QUERY_KEY,
+                    "description": "A browser source's key, for requests that cannot set"
+                    " headers (sendBeacon, a fetch without preflight). Browser keys may also"
+                    " be sent in the body (`write_key`; Segment routes: `writeKey`).",
+                },
             },
         },
     }

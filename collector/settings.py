@@ -41,7 +41,7 @@ Bytes = Annotated[int, msgspec.Meta(gt=0, le=MAX_BYTES)]
 KafkaMs = Annotated[int, msgspec.Meta(gt=0, le=MAX_KAFKA_MS)]
 # Paths may hold any bytes the OS allows (undecodable ones arrive as surrogates); every
 # other text setting is sent or hashed as UTF-8 and so must encode.
-PATH_FIELDS = frozenset({"data_dir", "schemas_dir", "config_file"})
+PATH_FIELDS = frozenset({"data_dir", "schemas_dir", "config_file", "demo_bundle"})
 _HOST = re.compile(r"[A-Za-z0-9._-]+")
 
 
@@ -107,6 +107,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # `json`: one JSON object per line (ts, level, logger, message, extra fields) for shippers
     log_format: Literal["text", "json"] = "text"
+    # Serve the demo page of `make run` at /demo, with a browser key for this collector's own
+    # origin (collector/demo.py). For trying the browser SDK locally; off in production.
+    demo: bool = False
+    # The browser SDK's script-tag build that /demo/capture.js serves (`npm run build` in sdk-js).
+    demo_bundle: str = "sdk-js/dist/capture.iife.js"
 
     @property
     def sink_kind(self) -> str:

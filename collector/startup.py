@@ -1,4 +1,5 @@
-"""Start-up checks of `capture serve` that need the machine: the sink, data dir and listener.
+"""Start-up checks of `capture serve` that need the machine: the sink, data dir, listener and
+the demo page's script.
 
 Run once before anything serves (and before workers fork), so that a setting which cannot
 work stops start-up with one line naming it (exit 2) rather than a traceback from inside the
@@ -28,7 +29,21 @@ def check_startup(settings: Settings) -> None:
         )
     if settings.sink_kind == "file":
         check_data_dir(settings.data_dir)
+    if settings.demo:
+        check_demo_bundle(settings.demo_bundle)
     check_listen_address(settings.host, settings.port, reuse_port=settings.workers > 1)
+
+
+def check_demo_bundle(bundle: str) -> None:
+    """The demo page's script (the browser SDK build) is a file this process can read."""
+    path = Path(bundle)
+    if path.is_file() and os.access(path, os.R_OK):
+        return
+    raise SettingsError(
+        f"invalid setting {env_var('demo_bundle')} (--demo-bundle): {bundle} is not a readable"
+        f" file; {env_var('demo')}=1 serves it to the demo page: build it with"
+        " `npm ci && npm run build` in sdk-js (scripts/run.sh does), or point it at the build"
+    )
 
 
 def check_data_dir(data_dir: str) -> None:

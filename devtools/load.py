@@ -205,3 +205,50 @@ async def drive(url: str, ledger: Ledger, stop: asyncio.Event, load: Load) -> No
     async with aiohttp.ClientSession(timeout=timeout) as session:
         clients = [_Client(url, ledger, load, counter) for _ in range(load.clients)]
         await asyncio.gather(*(client.run(session, stop) for client in clients))
+
+
+@dataclass
+class Calibration:
+    """The collector's measured maximum on this machine: unpaced clients for a while."""
+
+    events_per_s: float  # acknowledged events per second, after the first WARMUP_S
+    p99_s: float | None
+    statuses: dict[str, int]
+    load: Load
+
+    def describe(self) -> str:
+        p99 = "-" if self.p99_s is None else f"{self.p99_s * 1000:.0f} ms"
+        return (
+            f"{self.events_per_s:.0f} events/s acknowledged, unpaced ({self.load.clients} "
+            f"clients x {self.load.events} events per request, p99 {p99})"
+        )
+
+    def paced(self, share: float, *, clients: int = 8, events: int = 10) -> Load:
+        """A paced load at `share` of the maximum (one invalid event in ten requests)."""
+        rate_rps = max(1.0, self.events_per_s * share / events)
+        return Load(clients=clients, rate_rps=round(rate_rps, 1), events=events)
+
+
+# Calibration ignores its first seconds (connections, the producer's first metadata).
+CALIBRATION_WARMUP_S = 5.0
+
+
+async def calibrate(url: str, *, duration_s: float = 20.0, clients: int = 8) -> Calibration:
+    """Drive `url` unpaced (every client sends its next request as soon as the last is
+    answered) for `duration_s`, and measure what got acknowledged."""
+    load = Load(clients=clients, rate_rps=1e9, events=10, invalid_every=0, max_requests=10**9)
+    ledger = Ledger()
+    stop = asyncio.Event()
+    task = asyncio.create_task(drive(url, ledger, stop, load))
+    started = time.monotonic()
+    await asyncio.sleep(duration_s)
+    stop.set()
+    await task
+    since = started + CALIBRATION_WARMUP_S
+    window = [a for a in ledger.attempts if a.started_s >= since]
+    acked = sum(1 for a in window if a.status == 200) * load.events
+    elapsed = max(a.finished_s for a in window) - since if window else 1.0
+    answered = sorted(a.finished_s - a.started_s for a in window if isinstance(a.status, int))
+    p99 = answered[min(len(answered) - 1, int(0.99 * len(answered)))] if answered else None
+    statuses = collections.Counter(str(a.status) for a in window)
+    return Calibration(acked / elapsed, p99, dict(statuses), load)

@@ -1,8 +1,9 @@
 """Dev tool: the accounting oracle, the one definition of "nothing lost" for every fault test.
 
 It reads every topic of a scenario back from offset 0 (no group, past the fault proxies) and
-holds it against the load driver's ledger: acknowledged ⊆ Kafka, Kafka ⊆ sent, rejected events
-only in the dead-letter topic, duplicates counted. It judges; it never retries or repairs.
+holds it against the load drivers' ledgers: acknowledged ⊆ Kafka, accepted by the SDK ⊆ Kafka or
+counted as dropped or still spooled, Kafka ⊆ sent, rejected events only in the dead-letter
+topic, duplicates counted. It judges; it never retries or repairs.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from devtools.load import Ledger, Load
+from devtools.sdk_load import SdkLedger
 
 # Reading back stops here even if the end offsets were not reached (a broker still down).
 READ_TIMEOUT_S = 60.0
@@ -121,6 +123,7 @@ class Verdict:
     recover_s: float | None
     problems: list[str]
     destroyed: int = 0  # acknowledged, then deleted with their topic by the scenario itself
+    sdk: str = "-"  # the SDK driver's accounting, when one ran beside the raw driver
 
     @property
     def ok(self) -> bool:
@@ -143,13 +146,15 @@ class Verdict:
             self.mix(),
             p99,
             recover,
+            self.sdk,
         ]
         return "| " + " | ".join(cells) + " |"
 
 
 TABLE_HEADER = (
     "| scenario | load | sent | acknowledged | in Kafka | duplicates | lost | answers"
-    " | p99 | recover |\n|---|---|---|---|---|---|---|---|---|---|"
+    " | p99 | recover | SDK: accepted / in Kafka / dropped / spooled |"
+    "\n|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -161,14 +166,19 @@ def judge(
     load: Load,
     recover_s: float | None = None,
     destroyed_before: float | None = None,
+    sdk: SdkLedger | None = None,
 ) -> Verdict:
     """Hold what Kafka holds against what the ledger says; every breach becomes a problem.
 
     `destroyed_before`: the scenario destroyed data on purpose (deleted a topic); events
     acknowledged for requests sent before that moment and now missing are counted as
     destroyed, not lost. Every later acknowledgement must still be in Kafka.
+
+    `sdk`: what an SDK driver accepted beside the raw driver. Each accepted event must be in
+    an event topic, counted as dropped with a reason, or still in the spool (reported: a
+    drained spool holds nothing); one that is none of these is lost.
     """
-    sent = ledger.sent
+    sent = ledger.sent | (sdk.accepted if sdk is not None else set())
     in_events, in_dead = set(contents.events), set(contents.dead_letters)
     missing = ledger.acknowledged - in_events
     destroyed = set()
@@ -178,6 +188,10 @@ def judge(
     problems = []
     if lost:
         problems.append(f"{len(lost)} acknowledged events are not in Kafka, e.g. {min(lost)}")
+    sdk_cell, sdk_lost = "-", set[str]()
+    if sdk is not None:
+        sdk_cell, sdk_lost, sdk_problems = _judge_sdk(sdk, in_events, in_dead)
+        problems.extend(sdk_problems)
     unknown = (in_events | in_dead) - sent
     if unknown:
         problems.append(f"{len(unknown)} events in Kafka were never sent, e.g. {min(unknown)}")
@@ -209,10 +223,36 @@ def judge(
         in_kafka=len(in_events),
         dead_letters=len(in_dead),
         duplicates=duplicates,
-        lost=len(lost),
+        lost=len(lost) + len(sdk_lost),
         destroyed=len(destroyed),
         statuses={str(k): v for k, v in ledger.statuses().items()},
         p99_s=p99_s(answered),
         recover_s=recover_s,
         problems=problems,
+        sdk=sdk_cell,
     )
+
+
+def _judge_sdk(
+    sdk: SdkLedger, in_events: set[str], in_dead: set[str]
+) -> tuple[str, set[str], list[str]]:
+    """The SDK's rule: every event track() accepted is delivered or counted (the table cell,
+    the lost ids, the problems)."""
+    problems = []
+    delivered = sdk.accepted & in_events
+    lost = sdk.accepted - in_events - set(sdk.dropped) - sdk.spooled_at_end
+    if lost:
+        problems.append(
+            f"{len(lost)} events accepted by the SDK are neither in Kafka nor counted as "
+            f"dropped nor spooled, e.g. {min(lost)}"
+        )
+    dead = sdk.accepted & in_dead
+    if dead:
+        problems.append(f"{len(dead)} valid SDK events are in the dead-letter topic")
+    # a dropped event may still have landed (its request was in flight): not a problem
+    drops = sdk.dropped_by_reason()
+    dropped = "/".join(f"{k}:{v}" for k, v in sorted(drops.items())) or "0"
+    cell = f"{len(sdk.accepted)} / {len(delivered)} / {dropped} / {len(sdk.spooled_at_end)}"
+    if sdk.kills:
+        cell += f" ({sdk.kills} SIGKILLs)"
+    return cell, lost, problems

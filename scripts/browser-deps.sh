@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What the browser SDK's tests need: Debian's chromium (the tests drive it over the DevTools
 # protocol; no browser is ever downloaded by npm) and sdk-js's dev tools, pinned by its
-# package-lock.json. A no-op when both are there.
+# package-lock.json (scripts/js-deps.sh, which `make run` uses alone). A no-op when both are there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v chromium > /dev/null; then
@@ -13,8 +13,4 @@ if ! command -v chromium > /dev/null; then
     apt-get update -q > /dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium > /dev/null
 fi
-if [[ ! -f sdk-js/node_modules/.package-lock.json ||
-    sdk-js/package-lock.json -nt sdk-js/node_modules/.package-lock.json ]]; then
-    echo "browser-deps: npm ci in sdk-js" >&2
-    (cd sdk-js && npm ci --no-audit --no-fund --loglevel=error)
-fi
+scripts/js-deps.sh

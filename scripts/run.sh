@@ -1,12 +1,30 @@
 #!/usr/bin/env bash
-# The main job: the collector on its embedded file sink, plus a short SDK demo against it.
-# Keeps serving until Ctrl-C; DEMO_EXIT=1 stops it after the demo.
+# The main job: the collector on its embedded file sink, a short SDK demo against it, and the
+# browser SDK's demo page at /demo. Keeps serving until Ctrl-C; DEMO_EXIT=1 stops it after the
+# Python demo, and then builds and serves no page (nobody would have time to click it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 port=${CAPTURE_PORT:-8080}
 data_dir=${CAPTURE_DATA_DIR:-data}
-.venv/bin/capture serve --sink file --port "$port" --data-dir "$data_dir" &
+# the collector's default CAPTURE_DEMO_BUNDLE, relative to the repo root where it runs
+bundle=sdk-js/dist/capture.iife.js
+demo_page=0
+if [[ "${DEMO_EXIT:-0}" != 1 ]]; then
+    if command -v npm > /dev/null; then
+        scripts/js-deps.sh
+        # build only when the bundle is missing or older than something it is built from
+        if [[ ! -f $bundle || -n $(find sdk-js/src sdk-js/scripts sdk-js/package.json \
+            sdk-js/package-lock.json sdk-js/tsconfig.json -newer "$bundle" -print -quit) ]]; then
+            echo "run: building the browser SDK (npm run build in sdk-js)" >&2
+            (cd sdk-js && npm run build --silent) >&2
+        fi
+        demo_page=1
+    else
+        echo "run: npm not found, so no demo page (Node.js 20+ builds the browser SDK)" >&2
+    fi
+fi
+.venv/bin/capture serve --sink file --port "$port" --data-dir "$data_dir" --demo "$demo_page" &
 collector=$!
 trap 'kill -TERM $collector 2>/dev/null || true; wait $collector 2>/dev/null || true' EXIT
 trap 'exit 130' INT TERM
@@ -26,6 +44,9 @@ PY
 .venv/bin/python examples/quickstart.py --endpoint "http://127.0.0.1:$port" --data-dir "$data_dir"
 if [[ "${DEMO_EXIT:-0}" == 1 ]]; then
     exit 0
+fi
+if [[ $demo_page == 1 ]]; then
+    echo "demo page: http://127.0.0.1:$port/demo (its buttons track events through the browser SDK into $data_dir)"
 fi
 echo "collector still serving on http://127.0.0.1:$port (metrics at /metrics); Ctrl-C to stop"
 wait $collector

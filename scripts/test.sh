@@ -10,4 +10,5 @@ scripts/bootstrap.sh
 .venv/bin/capture schemas check > /dev/null
 .venv/bin/python -m devtools.kafka fetch > /dev/null
 scripts/browser-deps.sh
+scripts/ops-deps.sh
 .venv/bin/python -m pytest "$@"

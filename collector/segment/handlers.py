@@ -1,8 +1,9 @@
 """HTTP edge of the Segment-compatible API: `/compat/segment/v1/batch` and the single-call routes.
 
-Auth, body limits, validation, dedup, enrichment, routing and publishing are the native
-pipeline's (`collector.handlers.receive` and `deliver`); this module only decodes Segment's
-envelope and hands the translated events over. It must not publish or count on its own.
+Auth (the body's `writeKey` included), CORS, body limits, validation, dedup, enrichment,
+routing and publishing are the native pipeline's (`collector.handlers.receive` and `deliver`);
+this module only decodes Segment's envelope and hands the translated events over. It must not
+publish or count on its own.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import functools
 import msgspec
 from aiohttp import web
 
-from collector import auth, handlers, keys
+from collector import auth, cors, handlers, keys
+from collector.browser_forms import SEGMENT_BODY_KEY, without_member
 from collector.client_ip import RequestContext
 from collector.decoding import (
     DecodedBatch,
@@ -33,6 +35,10 @@ PREFIX = "/compat/segment"
 SEGMENT_CONFIG = web.AppKey("segment_config", SegmentConfig)
 # A single-call body is the message itself: the body object and batch array are not there.
 SINGLE_ENVELOPE_DEPTH = ENVELOPE_DEPTH - 2
+# analytics.js posts to `<apiHost>/<first letter of the type>` (`/v1/t`, batches to `/v1/b`),
+# as Segment's own API accepts; the other libraries use the full names.
+SHORT_PATHS = {kind[0]: kind for kind in TYPES}
+BATCH_SHORT_PATH = "b"
 
 
 class SegmentResponse(msgspec.Struct, frozen=True):
@@ -52,19 +58,32 @@ _batch_decoder = msgspec.json.Decoder(SegmentBatch)
 _single_decoder = msgspec.json.Decoder(_Single)
 
 
+def route_paths() -> dict[str, str | None]:
+    """Every Segment route: its path -> the call type it implies (None: the batch route)."""
+    paths: dict[str, str | None] = {f"{PREFIX}/v1/{name}": None for name in ("batch", "b")}
+    paths.update({f"{PREFIX}/v1/{kind}": kind for kind in TYPES})
+    paths.update({f"{PREFIX}/v1/{short}": kind for short, kind in SHORT_PATHS.items()})
+    return paths
+
+
 def add_routes(app: web.Application, config: SegmentConfig) -> None:
     app[SEGMENT_CONFIG] = config
-    app.router.add_post(PREFIX + "/v1/batch", handle_batch)
-    for kind in TYPES:
-        app.router.add_post(f"{PREFIX}/v1/{kind}", functools.partial(handle_single, kind=kind))
+    for path, kind in route_paths().items():
+        if kind is None:
+            app.router.add_post(path, handle_batch)
+        else:
+            app.router.add_post(path, functools.partial(handle_single, kind=kind))
+        cors.add_preflight(app, path)  # analytics.js in a page, from an allowed origin
 
 
 async def handle_batch(request: web.Request) -> web.Response:
-    return await handlers.receive(request, _ingest_batch)
+    return await handlers.receive(request, _ingest_batch, body_key=SEGMENT_BODY_KEY)
 
 
 async def handle_single(request: web.Request, *, kind: str) -> web.Response:
-    return await handlers.receive(request, functools.partial(_ingest_single, kind=kind))
+    return await handlers.receive(
+        request, functools.partial(_ingest_single, kind=kind), body_key=SEGMENT_BODY_KEY
+    )
 
 
 async def _ingest_batch(
@@ -122,6 +141,9 @@ async def _translate(
         invalid = [marked(r, mapped.positions[r.index], headers) for r in verdict.invalid]
         invalid += [marked(r, r.index, headers) for r in mapped.invalid]
         invalid.sort(key=lambda rejected: rejected.index)
+        for rejected in invalid:  # kept as sent, but without the write key analytics.js adds
+            if rejected.raw is not None:
+                rejected.raw = msgspec.Raw(without_member(bytes(rejected.raw), SEGMENT_BODY_KEY))
         verdict = BatchVerdict(verdict.valid, invalid, verdict.annotated)
     rejections = await handlers.deliver(app, plan, verdict, sent_at=sent_at, client=client)
     return handlers.json_response(

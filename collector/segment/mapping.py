@@ -269,11 +269,52 @@ def _object_or_empty(raw: msgspec.Raw) -> msgspec.Raw:
     return _EMPTY_OBJECT if bytes(raw) == _NULL else raw
 
 
+class _ContextTraits(msgspec.Struct, gc=False):
+    traits: msgspec.Raw = msgspec.Raw(_NULL)
+
+
+_context_traits_decoder = msgspec.json.Decoder(_ContextTraits)
+_members_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+def _identify_traits(message: Message) -> msgspec.Raw:
+    """Segment sends identify traits at the top level, RudderStack's SDKs under
+    `context.traits`: both count. When both are objects they are merged, a top-level trait
+    winning over the same name in the context (it is the one the caller passed to identify);
+    every value stays as sent. A top-level `traits` that is not an object is passed on as
+    sent, for the schema to reject."""
+    top = message.traits
+    nested = _object_members(_context_traits(message.context))
+    if nested is None:
+        return _object_or_empty(top)
+    if bytes(top) == _NULL:
+        return msgspec.Raw(_encoder.encode(nested))
+    members = _object_members(top)
+    if members is None:
+        return top
+    return msgspec.Raw(_encoder.encode({**nested, **members}))
+
+
+def _context_traits(context: msgspec.Raw) -> msgspec.Raw:
+    try:
+        return _context_traits_decoder.decode(context).traits
+    except msgspec.ValidationError:  # context is not an object: no traits there
+        return msgspec.Raw(_NULL)
+
+
+def _object_members(raw: msgspec.Raw) -> dict[str, msgspec.Raw] | None:
+    """The members of a JSON object (values as sent), None for anything else."""
+    try:
+        return _members_decoder.decode(raw)
+    except msgspec.ValidationError:
+        return None
+
+
 def _built_in_properties(kind: str, message: Message) -> msgspec.Raw:
     """The built-in schema's properties: Segment's fields, free-form parts passed as sent."""
     fields: dict[str, object]
     if kind == "identify":
-        fields = {"traits": _object_or_empty(message.traits)}
+        fields = {"traits": _identify_traits(message)}
     elif kind == "group":
         fields = {"traits": _object_or_empty(message.traits)}
         if message.group_id is not None:  # absent: the schema's `required` reports it

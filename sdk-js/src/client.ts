@@ -5,7 +5,7 @@
 // or dropped with a reason (stats(), onError).
 
 import type { TrackedEvent } from "./plan.js";
-import { uuid4, uuid7 } from "./ids.js";
+import { sampledIn, uuid4, uuid7 } from "./ids.js";
 import { type Entry, Queue, defaultStorage, utf8Bytes } from "./queue.js";
 
 export const VERSION = "0.1.0";
@@ -74,6 +74,8 @@ export interface Stats {
   queued: number;
   /** storage writes that failed (quota, storage off) and fell back to memory */
   storage_errors: number;
+  /** left out by sampleRates in track(): by design, so not in `tracked` and not a drop */
+  sampled_out: number;
   dropped: Partial<Record<DropReason, number>>;
 }
 
@@ -103,11 +105,28 @@ export interface Options {
   storage?: Storage | null;
   /** track nothing at all (no storage, no network) */
   disabled?: boolean;
+  /**
+   * true: while the browser sends Global Privacy Control (`navigator.globalPrivacyControl`)
+   * or Do Not Track (`navigator.doNotTrack` or `window.doNotTrack` "1"), track() does what it
+   * does after optOut(): returns null and counts nothing. Default false: whether a signal
+   * binds first-party analytics is the site's legal call, and turning it on drops every
+   * such visitor's events, so the SDK does not decide it silently.
+   */
+  respectPrivacySignals?: boolean;
+  /**
+   * Per event name, the share of events kept (0..1; names not listed: all). The verdict is
+   * deterministic by event_id and the same as the Python SDK's `sample_rates`; a left-out
+   * event still gets its event_id from track() and is counted in stats().sampled_out.
+   */
+  sampleRates?: Record<string, number>;
   onError?: (dropped: DroppedEvent[]) => void;
 }
 
 export interface Client<E extends PlanEvent = TrackedEvent> {
-  /** Queue an event; returns its event_id, or null when disabled or opted out. */
+  /**
+   * Queue an event; returns its event_id (also when sampling leaves it out), or null when
+   * disabled, opted out, or silenced by a privacy signal the options honour.
+   */
   track<N extends E["event"], V extends Extract<E, { event: N }>["version"]>(
     event: Trackable<E, N, V>,
   ): string | null;
@@ -149,6 +168,7 @@ function noopClient<E extends PlanEvent>(): Client<E> {
       sending: 0,
       queued: 0,
       storage_errors: 0,
+      sampled_out: 0,
       dropped: {},
     }),
     optOut() {},
@@ -180,6 +200,12 @@ export function createClient<E extends PlanEvent = TrackedEvent>(options: Option
     safelisted: true,
     ...options,
   };
+  for (const [name, rate] of Object.entries(o.sampleRates ?? {})) {
+    // a programmer error, like a bad sample_rates in the Python SDK: said once, here
+    if (typeof rate !== "number" || !(rate >= 0 && rate <= 1)) {
+      throw new RangeError(`sampleRates[${JSON.stringify(name)}] must be in [0, 1], got ${String(rate)}`);
+    }
+  }
   const storage = o.storage === undefined ? defaultStorage() : o.storage;
   const prefix = `ec:${o.writeKey}:`;
   const queue = new Queue(storage, prefix + "q:");
@@ -209,11 +235,28 @@ export function createClient<E extends PlanEvent = TrackedEvent>(options: Option
     }
   };
 
-  let anonymousId = read("aid") ?? "";
-  if (!anonymousId) write("aid", (anonymousId = uuid4()));
+  // made at the first event tracked (or when the page asks for it), so that an opted-out or
+  // privacy-signalling visitor gets no identifier stored at all
+  let anonymousId = "";
+  const aid = (): string => {
+    if (!anonymousId) write("aid", (anonymousId = read("aid") ?? uuid4()));
+    return anonymousId;
+  };
   let userId = read("uid");
+  // the one check of every event-making call (track, identify, page): opted out, or a
+  // privacy signal the application chose to honour
+  const silenced = (): boolean => {
+    if (read("optout") === "1") return true;
+    if (!o.respectPrivacySignals) return false;
+    const n = nav as { globalPrivacyControl?: unknown; doNotTrack?: unknown };
+    return (
+      n.globalPrivacyControl === true ||
+      n.doNotTrack === "1" ||
+      (window as { doNotTrack?: unknown }).doNotTrack === "1"
+    );
+  };
 
-  const counts = { tracked: 0, sent: 0, handed_off: 0, retried: 0 };
+  const counts = { tracked: 0, sent: 0, handed_off: 0, retried: 0, sampled_out: 0 };
   const dropped: Partial<Record<DropReason, number>> = {};
   let timer: ReturnType<typeof setTimeout> | undefined;
   let timerAt = Infinity;
@@ -481,8 +524,13 @@ export function createClient<E extends PlanEvent = TrackedEvent>(options: Option
     if (!event || typeof event.event !== "string" || typeof event.version !== "number") {
       throw new TypeError("track() needs {event: string, version: number, properties}");
     }
-    if (read("optout") === "1") return null;
+    if (silenced()) return null;
     const id = uuid7();
+    const rate = o.sampleRates?.[event.event];
+    if (rate !== undefined && !sampledIn(id, rate)) {
+      counts.sampled_out++; // by design: not tracked, not a drop, no onError (as in Python)
+      return id;
+    }
     counts.tracked++;
     const at = event.occurred_at ?? new Date();
     const wire = {
@@ -491,7 +539,7 @@ export function createClient<E extends PlanEvent = TrackedEvent>(options: Option
       event_id: id,
       occurred_at: typeof at === "string" ? at : at.toISOString(),
       user_id: event.user_id === undefined ? userId : event.user_id,
-      anonymous_id: event.anonymous_id ?? anonymousId,
+      anonymous_id: event.anonymous_id ?? aid(),
       properties: event.properties,
       context: {
         library: LIBRARY,
@@ -527,6 +575,7 @@ export function createClient<E extends PlanEvent = TrackedEvent>(options: Option
   return {
     track,
     identify(id, traits = {}) {
+      if (silenced()) return null; // not even the user id is kept for an opted-out visitor
       write("uid", (userId = id));
       return track({ event: "identify", version: 1, properties: { traits } } as Trackable<E, E["event"], number>);
     },
@@ -536,7 +585,8 @@ export function createClient<E extends PlanEvent = TrackedEvent>(options: Option
     },
     reset() {
       write("uid", (userId = null));
-      write("aid", (anonymousId = uuid4()));
+      anonymousId = "";
+      write("aid", null); // the next event makes a new one
     },
     flush,
     async shutdown(timeoutMs = 10_000) {
@@ -558,7 +608,7 @@ export function createClient<E extends PlanEvent = TrackedEvent>(options: Option
     optOut: () => write("optout", "1"),
     optIn: () => write("optout", null),
     get anonymousId() {
-      return anonymousId;
+      return aid();
     },
   };
 }

@@ -1,5 +1,6 @@
 // Stage: identifiers. UUIDv7 event ids (RFC 9562: 48-bit Unix ms, a counter, random bits), so
-// that ids sort by creation time and the shared queue reads back oldest first. No storage here.
+// that ids sort by creation time and the shared queue reads back oldest first, and sampling by
+// event_id. No storage here.
 
 function randomBytes(n: number): Uint8Array {
   const bytes = new Uint8Array(n);
@@ -55,4 +56,15 @@ export function uuid4(): string {
   b[6] = 0x40 | (b[6]! & 0x0f);
   b[8] = 0x80 | (b[8]! & 0x3f);
   return format(b);
+}
+
+// Sampling reads the last 12 hex digits of a UUIDv7 event_id (48 random bits) and keeps the
+// event when they are below rate * 2^48, exactly as the Python SDK's sample_rates do
+// (capture_sdk/_intake.py), so one event_id gets one verdict in both SDKs and on every retry.
+// Both numbers stay below 2^53, so the arithmetic is exact in a double.
+const SAMPLE_SPACE = 2 ** 48;
+
+/** Whether an event with this id is kept at `rate` (0..1); deterministic by id. */
+export function sampledIn(eventId: string, rate: number): boolean {
+  return parseInt(eventId.slice(-12), 16) < Math.floor(rate * SAMPLE_SPACE);
 }

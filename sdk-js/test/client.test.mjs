@@ -38,7 +38,7 @@ test("batches close by count and every event is sent once with its id", async ()
   assert.equal(first.context.library.name, "capture-sdk-browser");
   assert.equal(first.anonymous_id, client.anonymousId);
   assert.match(first.event_id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
-  assert.deepEqual(client.stats(), { tracked: 25, sent: 25, handed_off: 0, retried: 0, sending: 0, queued: 0, storage_errors: 0, dropped: {} });
+  assert.deepEqual(client.stats(), { tracked: 25, sent: 25, handed_off: 0, retried: 0, sending: 0, queued: 0, storage_errors: 0, sampled_out: 0, dropped: {} });
 });
 
 test("batches close by bytes", async () => {

@@ -27,6 +27,7 @@ from collector.settings import Settings
 from collector.sinks import MemorySink
 from collector.sinks.kafka import KafkaSink
 from devtools.chromium import Chromium, Page, find_chromium
+from devtools.holding_proxy import Held, HoldingProxy
 from devtools.kafka import KafkaBroker
 from devtools.node import ensure_built
 from event_schemas import SchemaRegistry
@@ -178,10 +179,20 @@ async def kafka_ids(
     return collections.Counter(msgspec.json.decode(r.value)["event_id"] for r in records)
 
 
-def assert_exactly(tracked: list[str], arrived: collections.Counter[str]) -> None:
-    """tracked == arrived by event_id; duplicates and strangers are named in the failure."""
+def assert_exactly(
+    tracked: list[str], arrived: collections.Counter[str], *, retried: int = 0
+) -> None:
+    """tracked == arrived by event_id; duplicates and strangers are named in the failure.
+
+    A duplicate needs a retry to explain it (at least once: a batch the collector answered 503
+    after its sink deadline may land anyway, and its retry lands it again); with `retried` 0,
+    the page never sent a batch twice, so any duplicate fails. Duplicates are reported."""
     duplicates = {i: n for i, n in arrived.items() if n > 1}
-    assert not duplicates, f"{len(duplicates)} event_ids arrived more than once"
+    if duplicates:
+        print(f"{len(duplicates)} event_ids arrived more than once after {retried} retries")
+    assert not duplicates or retried > 0, (
+        f"{len(duplicates)} event_ids arrived more than once, and no batch was retried"
+    )
     assert set(arrived) == set(tracked), (
         f"missing {len(set(tracked) - set(arrived))}, unexpected {len(set(arrived) - set(tracked))}"
     )
@@ -219,7 +230,8 @@ async def test_tracked_events_arrive_in_kafka_with_their_ids(
     assert await page.evaluate("client.flush(20000)") is True
 
     arrived = await kafka_ids(kafka_broker, prefix, expected=len(ids))
-    assert_exactly(ids, arrived)
+    stats = await page.evaluate("client.stats()")
+    assert_exactly(ids, arrived, retried=stats["retried"])
     records = await consume(
         kafka_broker.bootstrap_servers, [f"{prefix}.track_played"], expected=len(ids)
     )
@@ -233,7 +245,6 @@ async def test_tracked_events_arrive_in_kafka_with_their_ids(
     [report] = await page.evaluate("dropped")
     assert (report["event_id"], report["reason"]) == (bad, "rejected")
     assert report["errors"][0]["path"] == "$.properties.position_ms"
-    stats = await page.evaluate("client.stats()")
     assert (stats["tracked"], stats["sent"], stats["queued"]) == (46, 45, 0)
     assert stats["dropped"] == {"rejected": 1}
 
@@ -353,6 +364,48 @@ async def test_two_tabs_share_the_queue_and_send_each_event_once(
     assert_exactly(ids, await kafka_ids(kafka_broker, prefix, expected=len(ids)))
     sent = [(await tab.evaluate("client.stats()"))["sent"] for tab in tabs]
     assert sum(sent) == len(ids)
+
+
+# issue 13: the tab holding the Web Lock closes while its batch is in flight. Its events leave
+# the shared queue only on the collector's answer, so the other tab sends them again: none is
+# lost, and only that batch may arrive twice (its request may still land: at-least-once).
+@pytest.mark.kafka
+@pytest.mark.parametrize("held", ["lost", "answered_late"])
+async def test_a_tab_closed_mid_send_leaves_its_batch_to_the_other_tab(
+    browser: Chromium,
+    page_server: PageServer,
+    kafka_collector: tuple[str, str],
+    kafka_broker: KafkaBroker,
+    held: Held,
+) -> None:
+    endpoint, prefix = kafka_collector
+    async with HoldingProxy(endpoint, held=held) as proxy:
+        opts = options(proxy.url, batchSize=10)
+        sender = await open_client(browser, page_server.url, opts)
+        ids: list[str] = await sender.evaluate("trackMany(25)")
+        await asyncio.wait_for(proxy.holding.wait(), 20)
+        assert proxy.held_ids == ids[:10], "the first batch is the one in flight"
+        other = await open_client(browser, page_server.url, opts)
+        locks = await other.evaluate("navigator.locks.query().then((s) => s.held.length)")
+        assert locks == 1, "the sending tab holds the origin's send lock while it waits"
+        await sender.close()  # pagehide hands off what is not in flight; the held batch stays
+        assert await other.evaluate("client.flush(20000)") is True
+        other_sent = (await other.evaluate("client.stats()"))["sent"]
+        proxy.release()  # the held request ends only now, with nobody left to hear it
+        twice = len(proxy.held_ids) if held == "answered_late" else 0
+        arrived = await kafka_ids(kafka_broker, prefix, expected=len(ids) + twice)
+
+    duplicates = {event_id: n for event_id, n in arrived.items() if n > 1}
+    print(f"tab closed mid-send ({held}): {len(ids)} tracked, {len(duplicates)} duplicates")
+    assert set(arrived) == set(ids), (
+        f"missing {len(set(ids) - set(arrived))}, unexpected {len(set(arrived) - set(ids))}"
+    )
+    # the other tab resent exactly the unacknowledged batch, nothing handed off at pagehide
+    assert other_sent == len(proxy.held_ids)
+    resent = {event_id for batch in proxy.passed for event_id in batch} & set(proxy.held_ids)
+    assert resent == set(proxy.held_ids)
+    expected = dict.fromkeys(proxy.held_ids, 2) if held == "answered_late" else {}
+    assert duplicates == expected
 
 
 async def collector_metric(endpoint: str, sample: str) -> float:

@@ -1,19 +1,24 @@
-"""CORS for browser keys: preflights, headers on actual (and error) responses, origin checks."""
+"""CORS for browser keys: preflights, headers on actual (and error) responses, origin checks,
+on the native and the Segment-compatible routes alike."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
 import pytest
 
-from collector.cors import ALLOWED_HEADERS
+from collector.cors import ALLOWED_HEADERS, CORS_PATHS
+from collector.segment import PREFIX
+from collector.segment.handlers import route_paths
 from collector.sinks import MemorySink
 from event_schemas import SchemaRegistry
 from tests.conftest import HttpClient
 from tests.factories import batch_body, track_played
 from tests.unit.test_auth import start_with_config
+from tests.unit.test_openapi import check
 
 APP_KEY = "pk_app_0123456789abcdef"
 DOCS_KEY = "pk_docs_0123456789abcdef"
@@ -149,3 +154,59 @@ async def test_browser_key_without_origin_is_accepted(
     response = await browser.post("/v1/batch", data=batch_body(track_played()), headers=headers)
     assert response.status == 200
     assert "Access-Control-Allow-Origin" not in response.headers
+
+
+# Segment-compatible routes (issue 13): analytics.js in a page at an allowed origin either
+# sends text/plain with the key in the body (no preflight, see test_body_write_key.py) or
+# `Authorization: Basic base64(key:)` after a preflight. One definition for every ingest route.
+INGEST_PATHS = ["/v1/batch", f"{PREFIX}/v1/batch", f"{PREFIX}/v1/b", f"{PREFIX}/v1/t"]
+
+
+def test_every_ingest_route_answers_preflights(browser: HttpClient) -> None:
+    assert browser.app is not None
+    assert browser.app[CORS_PATHS] == {"/v1/batch", *route_paths()}
+
+
+@pytest.mark.parametrize("path", INGEST_PATHS)
+async def test_preflight_on_each_ingest_route(browser: HttpClient, path: str) -> None:
+    ask = {"Access-Control-Request-Method": "POST"}
+    ask["Access-Control-Request-Headers"] = "authorization, content-type"
+    response = await browser.options(path, headers={"Origin": APP, **ask})
+    assert response.status == 204
+    assert response.headers["Access-Control-Allow-Origin"] == APP
+    assert "authorization" in response.headers["Access-Control-Allow-Headers"].lower()
+    await check(response, path, "options")
+    # a refused origin's preflight: no grant, so the browser never sends the POST
+    response = await browser.options(path, headers={"Origin": EVIL, **ask})
+    assert response.status == 403
+    assert "Access-Control-Allow-Origin" not in response.headers
+    assert (await check(response, path, "options"))["error"] == "origin_not_allowed"
+
+
+async def test_analytics_js_basic_auth_after_a_preflight_is_accepted(
+    browser: HttpClient, memory_sink: MemorySink
+) -> None:
+    token = base64.b64encode(f"{APP_KEY}:".encode()).decode()
+    message = {
+        "type": "track",
+        "event": "Track Played",
+        "messageId": "m-basic-1",
+        "anonymousId": "a-1",
+        "properties": {"track_id": "t-1", "artist_id": "a-1", "position_ms": 10},
+    }
+    response = await browser.post(
+        f"{PREFIX}/v1/t",
+        data=msgspec.json.encode(message),
+        headers={**from_origin(APP), "Authorization": f"Basic {token}"},
+    )
+    assert response.status == 200, await response.text()
+    assert response.headers["Access-Control-Allow-Origin"] == APP
+    assert len(memory_sink.topic("events.track_played")) == 1
+    # the same key from an origin its source does not list: refused, readable by that page
+    response = await browser.post(
+        f"{PREFIX}/v1/t",
+        data=msgspec.json.encode(message),
+        headers={**from_origin(DOCS), "Authorization": f"Basic {token}"},
+    )
+    assert response.status == 403
+    assert response.headers["Access-Control-Allow-Origin"] == DOCS

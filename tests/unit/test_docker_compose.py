@@ -6,6 +6,7 @@ port or a changed listener breaks the build instead of the first `docker compose
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import shlex
@@ -16,10 +17,13 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.cli import build_parser
+from collector.metrics import PRODUCER_RESTART_REASONS, SINK_ERROR_TYPES, Metrics
 from collector.settings import FIELDS, env_var, load_settings
+from collector.sinks.kafka_batches import sender_failure
 from tests.conftest import HttpClient
 from tests.factories import batch_body, track_played
 
@@ -211,6 +215,7 @@ DEPLOY = ROOT / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "collector.json"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 METRIC_RE = re.compile(r"\b(capture_[a-z0-9_]+)")
+RESTARTS = "capture_kafka_producer_restarts_total"
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
 
 
@@ -329,3 +334,32 @@ async def test_dashboard_and_alerts_use_only_metrics_the_collector_exposes(
         "capture_http_request_body_bytes_bucket",
         "capture_batch_events_bucket",
     } <= {name for expr in dashboard_exprs() for name in METRIC_RE.findall(expr)}
+
+
+async def test_sink_counters_are_exported_at_zero_before_anything_happened(
+    collector: HttpClient,
+) -> None:
+    # A counter series born at 1 gives rate()/increase() no earlier sample: the dashboard and
+    # the CaptureProducerRestarts alert would miss each process's first error/restart (#15).
+    text = await (await collector.get("/metrics")).text()
+    samples = {
+        (found.name, tuple(sorted(found.labels.items()))): found.value
+        for family in text_string_to_metric_families(text)
+        for found in family.samples
+    }
+    for error_type in SINK_ERROR_TYPES:
+        labels = (("sink", "memory"), ("type", error_type))
+        assert samples[("capture_sink_errors_total", labels)] == 0
+    # only a Kafka sink has a producer to restart
+    assert not any(name == "capture_kafka_producer_restarts_total" for name, _ in samples)
+
+
+def test_a_kafka_collector_exports_every_producer_restart_reason_at_zero() -> None:
+    metrics = Metrics(CollectorRegistry())
+    metrics.count_sink_from_zero("kafka")
+    for reason in PRODUCER_RESTART_REASONS:
+        labels = {"reason": reason}
+        assert metrics.registry.get_sample_value(RESTARTS, labels) == 0, reason
+    # the reasons are the ones the sink reports (a new one must be added to the list)
+    reported = set(re.findall(r'return "([a-z_]+)"', inspect.getsource(sender_failure)))
+    assert reported == set(PRODUCER_RESTART_REASONS)

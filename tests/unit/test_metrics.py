@@ -11,9 +11,14 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+import collector.app
 from collector import keys
+from collector.settings import Settings
 from collector.sinks import MemorySink
-from tests.conftest import HttpClient
+from event_schemas import SchemaRegistry
+from tests.conftest import HttpClient, start_collector
 from tests.factories import batch_body, page_viewed, track_played
 from tests.waiting import eventually
 
@@ -118,3 +123,20 @@ def test_multiprocess_mode_sums_workers_and_forgets_dead_ones_gauges() -> None:
     assert found["after"]["capture_http_requests_total"] == 7.0
     assert found["after"]["capture_inflight_bytes"] == 400.0
     assert found["after"]["capture_sink_ready"] == 1.0  # only the ready one is left
+
+
+async def test_sink_readiness_gauge_follows_the_sink_without_anyone_calling_readyz(
+    monkeypatch: pytest.MonkeyPatch, schemas: SchemaRegistry
+) -> None:
+    # with no load balancer polling /readyz, CaptureSinkNotReady still needs a fresh gauge
+    monkeypatch.setattr(collector.app, "READINESS_PROBE_S", 0.05)
+    sink = MemorySink()
+    client = await start_collector(Settings(sink="memory"), sink, schemas)
+    try:
+        await eventually(lambda: sample(client, "capture_sink_ready", sink="memory") == 1.0)
+        sink.available = False
+        await eventually(lambda: sample(client, "capture_sink_ready", sink="memory") == 0.0)
+        sink.available = True
+        await eventually(lambda: sample(client, "capture_sink_ready", sink="memory") == 1.0)
+    finally:
+        await client.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,10 @@ import referencing
 import referencing.jsonschema
 from aiohttp import ClientResponse
 
+from collector.handlers import HTTP_REASONS
 from collector.openapi import openapi_document
+from collector.segment import PREFIX
+from collector.segment.handlers import route_paths
 from collector.settings import Settings
 from collector.sinks import MemorySink
 from event_schemas import SchemaRegistry
@@ -234,3 +238,49 @@ async def test_a_body_timeout_matches_the_document(
     pointer = "/paths/~1v1~1batch/post/responses/408/content/application~1json/schema"
     _validator(pointer).validate(payload)
     assert payload["error"] == "body_timeout"
+
+
+# Every `reason` the collector can answer with, read from its source: an error class's
+# `reason = "..."`, a `reason="..."` argument, or aiohttp's statuses mapped in handlers.py.
+_REASON = re.compile(r'reason(?::\s*ClassVar\[str\])?\s*=\s*"([a-z_]+)"')
+_COLLECTOR = Path(__file__).parents[2] / "collector"
+
+
+def _reasons_in_code() -> set[str]:
+    found = {
+        match
+        for path in _COLLECTOR.rglob("*.py")
+        for match in _REASON.findall(path.read_text(encoding="utf-8"))
+    }
+    return found | set(HTTP_REASONS.values())
+
+
+def _readme_error_table() -> str:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    start = readme.index('Every other answer has a JSON body `{"error"')
+    return readme[start : readme.index("\n\n", readme.index("| status |", start))]
+
+
+def test_every_error_reason_is_in_the_readme_table_and_the_document() -> None:
+    reasons = _reasons_in_code()
+    assert {"key_in_query", "key_in_body", "internal_error", "not_found"} <= reasons
+    table = _readme_error_table()
+    assert sorted(r for r in reasons if f"`{r}`" not in table) == []
+    document = msgspec.json.encode(openapi_document()).decode()
+    # a path that does not exist is not an operation of the document
+    assert sorted(r for r in reasons - {"not_found"} if r not in document) == []
+
+
+def test_every_ingest_route_documents_the_browser_forms() -> None:
+    paths = openapi_document()["paths"]
+    ingest = ["/v1/batch", *route_paths()]
+    for path in ingest:
+        post = paths[path]["post"]
+        assert set(post["requestBody"]["content"]) == {"application/json", "text/plain"}, path
+        assert {p["name"] for p in post["parameters"]} >= {"write_key", "Content-Encoding"}
+        assert {"writeKeyQuery": []} in post["security"]
+        assert "204" in paths[path]["options"]["responses"], path
+    batch = openapi_document()["components"]["schemas"]["Batch"]
+    assert "write_key" in batch["properties"]
+    segment = paths[f"{PREFIX}/v1/batch"]["post"]["requestBody"]["content"]["text/plain"]
+    assert "writeKey" in segment["schema"]["properties"]

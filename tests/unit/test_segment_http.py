@@ -255,6 +255,40 @@ async def test_a_source_may_send_only_its_events_by_their_mapped_schema_name(
     assert memory_sink.topic("events.track_played") == []
 
 
+@pytest.mark.parametrize(
+    ("traits", "context_traits", "stored"),
+    [
+        (
+            None,
+            {"plan": "pro", "email": "x@example.com"},
+            {"plan": "pro", "email": "x@example.com"},
+        ),
+        # both: merged, and the name the caller passed to identify wins over the context's
+        ({"plan": "team"}, {"plan": "pro", "seats": 3}, {"plan": "team", "seats": 3}),
+        ({"plan": "team"}, None, {"plan": "team"}),
+        ({"plan": "team"}, "not an object", {"plan": "team"}),
+    ],
+    ids=["context-only", "both", "top-only", "context-not-an-object"],
+)
+async def test_rudderstack_identify_traits_under_context_are_kept(
+    collector: HttpClient,
+    memory_sink: MemorySink,
+    traits: Any,
+    context_traits: Any,
+    stored: dict[str, Any],
+) -> None:
+    # RudderStack's SDKs send identify traits as context.traits, not top-level traits
+    message: dict[str, Any] = {"type": "identify", "messageId": "m-rs-1", "userId": "u-7"}
+    if traits is not None:
+        message["traits"] = traits
+    if context_traits is not None:
+        message["context"] = {"traits": context_traits, "library": {"name": "rudder"}}
+    status, payload, _ = await post(collector, "/v1/identify", msgspec.json.encode(message))
+    assert (status, payload["accepted"]) == (200, 1)
+    (identify,) = memory_sink.topic("events.identify")
+    assert value(identify)["properties"] == {"traits": stored}
+
+
 async def test_every_compat_route_is_in_the_openapi_document(collector: HttpClient) -> None:
     assert collector.app is not None
     routes = {
@@ -262,7 +296,9 @@ async def test_every_compat_route_is_in_the_openapi_document(collector: HttpClie
         for resource in collector.app.router.resources()
         if resource.canonical.startswith(PREFIX)
     }
-    assert len(routes) == 1 + len(TYPES)
+    # the batch route and one per call type, each also under analytics.js's short name
+    assert len(routes) == 2 * (1 + len(TYPES))
+    assert f"{PREFIX}/v1/t" in routes
     paths = openapi_document()["paths"]
     assert routes == {path for path in paths if path.startswith(PREFIX)}
 

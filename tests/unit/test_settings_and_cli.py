@@ -148,6 +148,7 @@ BAD_VALUES: list[tuple[dict[str, str], str]] = [
     ({"CAPTURE_DEDUP_MAX_IDS": "0"}, "CAPTURE_DEDUP_MAX_IDS"),
     ({"CAPTURE_LOG_LEVEL": "debug"}, "CAPTURE_LOG_LEVEL"),
     ({"CAPTURE_LOG_FORMAT": "xml"}, "CAPTURE_LOG_FORMAT"),
+    ({"CAPTURE_DEMO": "yes"}, "CAPTURE_DEMO"),
 ]
 
 
@@ -222,6 +223,10 @@ def startup_cases(tmp: Path) -> dict[str, tuple[dict[str, str], str]]:
         "config-not-toml": ({"CAPTURE_CONFIG_FILE": str(not_toml)}, "CAPTURE_CONFIG_FILE"),
         "template-makes-bad-topics": ({"CAPTURE_TOPIC_TEMPLATE": "ev {event}"}, "TOPIC_TEMPLATE"),
         "template-placeholder": ({"CAPTURE_TOPIC_TEMPLATE": "{user}"}, "CAPTURE_TOPIC_TEMPLATE"),
+        "demo-bundle-missing": (
+            {"CAPTURE_DEMO": "1", "CAPTURE_DEMO_BUNDLE": str(tmp / "none.js")},
+            "CAPTURE_DEMO_BUNDLE",
+        ),
     }
 
 

@@ -23,6 +23,7 @@ from devtools.kafka import free_port
 from devtools.kafka_cluster import KafkaCluster
 from devtools.load import Ledger, Load, drive
 from devtools.oracle import Verdict, judge, read_back
+from devtools.sdk_load import SdkDriver
 
 CAPTURE = Path(sys.executable).with_name("capture")
 READY_TIMEOUT_S = 60.0
@@ -35,6 +36,8 @@ RECOVERY_TIMEOUT_S = 120.0
 # The moderate load of the fault tier: bounded, loopback only (see docs/reliability.md).
 TIER_LOAD = Load(clients=4, rate_rps=20.0, events=10, invalid_every=10)
 SINK_TIMEOUT_S = 5.0
+# The SDK driver's pace beside the raw driver (events per second, one process).
+SDK_RATE_EPS = 50.0
 
 
 class Collector:
@@ -42,6 +45,7 @@ class Collector:
     `terminate()` then `start()` brings it back on the same port."""
 
     def __init__(self, bootstrap_servers: str, prefix: str, work_dir: Path, **extra: str):
+        self.wrap: list[str] = []  # a command the collector runs under (e.g. `unshare ...`)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = work_dir / f"collector-{prefix}.log"
@@ -63,7 +67,10 @@ class Collector:
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [str(CAPTURE), "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+                [*self.wrap, str(CAPTURE), "serve"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         wait_ready(self.url, self.process)
 
@@ -141,6 +148,7 @@ class Run:
     cluster: KafkaCluster
     ledger: Ledger
     topic: str  # the event topic under load
+    sdk: SdkDriver | None = None  # the SDK driver, when the scenario runs one
 
 
 Body = Callable[[Run], Awaitable[None]]
@@ -156,14 +164,21 @@ async def run_scenario(
     load: Load = TIER_LOAD,
     recover_from: str = "heal",
     destroyed_until: str | None = None,
+    sdk: SdkDriver | None = None,
 ) -> tuple[Verdict, Ledger]:
-    """Load, `body` (which marks `fault` and `heal`), recovery, read-back, verdict."""
+    """Load, `body` (which marks `fault` and `heal`), recovery, read-back, verdict.
+
+    With `sdk`, an SDK driver process (spool on) runs beside the raw driver from before the
+    warm-up; after the recovery it is stopped (its client drains) and judged too.
+    """
     topics = topics_of(prefix)
     await cluster.create_topics(topics)
     await cluster.wait_healthy(topics)
     ledger = Ledger()
     stop = asyncio.Event()
     task = asyncio.create_task(drive(url + "/v1/batch", ledger, stop, load))
+    if sdk is not None:
+        await asyncio.to_thread(sdk.start)
     try:
         # generous: the session's first scenario also waits out the new cluster's first
         # producer id and leader elections, which took over 60 s once on a loaded machine
@@ -172,16 +187,20 @@ async def run_scenario(
             timeout_s=WARMUP_TIMEOUT_S,
             what="warm-up",
         )
-        await body(Run(cluster, ledger, topics[0]))
+        await body(Run(cluster, ledger, topics[0], sdk))
         await cluster.wait_healthy(topics)
         await until(
             lambda: ledger.acknowledged_since("heal") >= RECOVERED_ACKS,
             timeout_s=RECOVERY_TIMEOUT_S,
             what="200s after the heal",
         )
+        if sdk is not None:
+            await asyncio.to_thread(sdk.stop)  # shutdown() delivers what it still holds
     finally:
         stop.set()
         await task
+        if sdk is not None:
+            sdk.close()
     contents = await read_back(cluster.direct_bootstrap_servers, topics, topics[1])
     verdict = judge(
         name,
@@ -190,5 +209,6 @@ async def run_scenario(
         load=load,
         recover_s=ledger.recover_s(recover_from),
         destroyed_before=None if destroyed_until is None else ledger.marks[destroyed_until],
+        sdk=None if sdk is None else sdk.finish(),
     )
     return verdict, ledger

@@ -1,6 +1,7 @@
 """The rest of the fault catalogue (issue 14), run by `make faults` only: longer outages, rolling
 restarts, a paused leader, the collector itself killed or drained under load. Same load, same
-oracle as the tier in test_broker_faults.py; the verdicts go to docs/reliability.md.
+oracle as the tier in test_broker_faults.py; the verdicts go to docs/reliability.md. Where the
+issue names the SDK (collector killed, every broker down), an SDK driver runs beside the raw one.
 """
 
 from __future__ import annotations
@@ -13,8 +14,18 @@ from pathlib import Path
 import pytest
 
 from devtools.kafka_cluster import KafkaCluster
+from devtools.load import Calibration, Load
 from devtools.oracle import Verdict
-from tests.integration.faults.harness import Body, Collector, Run, new_prefix, run_scenario, serve
+from devtools.sdk_load import SdkDriver
+from tests.integration.faults.harness import (
+    SDK_RATE_EPS,
+    Body,
+    Collector,
+    Run,
+    new_prefix,
+    run_scenario,
+    serve,
+)
 from tests.integration.faults.test_broker_faults import FAULT_S, assert_holds, leader_of_partition_0
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults, pytest.mark.catalogue]
@@ -23,6 +34,8 @@ pytestmark = [pytest.mark.kafka, pytest.mark.faults, pytest.mark.catalogue]
 ALL_DOWN_S = float(os.environ.get("EVENT_CAPTURE_ALL_DOWN_S", "120"))
 COLLECTOR_KILLS = 20
 PAUSE_S = 10.0
+# The issue's "steady load at about half of the cluster's measured maximum".
+LOAD_SHARE = 0.5
 
 
 async def scenario(
@@ -32,22 +45,42 @@ async def scenario(
     record: list[Verdict],
     body_for: Callable[[Collector], Body],
     *,
+    load: Load,
     recover_from: str = "heal",
+    sdk_retry_s: float | None = None,
 ) -> Verdict:
-    """Run `body_for(collector)` (which returns the scenario body) against a fresh collector."""
+    """Run `body_for(collector)` (which returns the scenario body) against a fresh collector;
+    with `sdk_retry_s`, an SDK driver (spool on, retrying a batch that long) runs too."""
     prefix = new_prefix(name.split()[0].lower()[:6])
+    sdk = None
     with serve(cluster.bootstrap_servers, prefix, tmp_path) as collector:
+        if sdk_retry_s is not None:
+            sdk = SdkDriver(collector.url, tmp_path, rate_eps=SDK_RATE_EPS, max_retry_s=sdk_retry_s)
         body = body_for(collector)
         verdict, _ = await run_scenario(
-            name, cluster, collector.url, prefix, body, recover_from=recover_from
+            name,
+            cluster,
+            collector.url,
+            prefix,
+            body,
+            load=load,
+            recover_from=recover_from,
+            sdk=sdk,
         )
     record.append(verdict)
     assert_holds(verdict)
+    if sdk is not None:
+        # every event the SDK accepted was delivered: none dropped, none left on disk
+        assert not sdk.ledger.dropped, sdk.ledger.dropped_by_reason()
+        assert not sdk.ledger.spooled_at_end, "the SDK's spool was not drained"
     return verdict
 
 
 async def test_rolling_restart_of_every_broker(
-    cluster: KafkaCluster, tmp_path: Path, record_verdict: list[Verdict]
+    cluster: KafkaCluster,
+    tmp_path: Path,
+    record_verdict: list[Verdict],
+    calibrated: Calibration,
 ) -> None:
     def body_for(_: Collector) -> Body:
         async def body(run: Run) -> None:
@@ -61,12 +94,20 @@ async def test_rolling_restart_of_every_broker(
         return body
 
     await scenario(
-        "rolling restart (SIGTERM each broker)", cluster, tmp_path, record_verdict, body_for
+        "rolling restart (SIGTERM each broker)",
+        cluster,
+        tmp_path,
+        record_verdict,
+        body_for,
+        load=calibrated.paced(LOAD_SHARE),
     )
 
 
 async def test_every_broker_down_then_back(
-    cluster: KafkaCluster, tmp_path: Path, record_verdict: list[Verdict]
+    cluster: KafkaCluster,
+    tmp_path: Path,
+    record_verdict: list[Verdict],
+    calibrated: Calibration,
 ) -> None:
     def body_for(_: Collector) -> Body:
         async def body(run: Run) -> None:
@@ -85,12 +126,21 @@ async def test_every_broker_down_then_back(
         return body
 
     await scenario(
-        f"every broker down {ALL_DOWN_S:.0f} s", cluster, tmp_path, record_verdict, body_for
+        f"every broker down {ALL_DOWN_S:.0f} s, SDK spool drains",
+        cluster,
+        tmp_path,
+        record_verdict,
+        body_for,
+        load=calibrated.paced(LOAD_SHARE),
+        sdk_retry_s=ALL_DOWN_S + 300,  # outlasts the outage: the client keeps its batches
     )
 
 
 async def test_partition_leader_paused_then_resumed(
-    cluster: KafkaCluster, tmp_path: Path, record_verdict: list[Verdict]
+    cluster: KafkaCluster,
+    tmp_path: Path,
+    record_verdict: list[Verdict],
+    calibrated: Calibration,
 ) -> None:
     def body_for(_: Collector) -> Body:
         async def body(run: Run) -> None:
@@ -109,12 +159,16 @@ async def test_partition_leader_paused_then_resumed(
         tmp_path,
         record_verdict,
         body_for,
+        load=calibrated.paced(LOAD_SHARE),
         recover_from="fault",
     )
 
 
 async def test_connections_reset_every_second(
-    cluster: KafkaCluster, tmp_path: Path, record_verdict: list[Verdict]
+    cluster: KafkaCluster,
+    tmp_path: Path,
+    record_verdict: list[Verdict],
+    calibrated: Calibration,
 ) -> None:
     def body_for(_: Collector) -> Body:
         async def body(run: Run) -> None:
@@ -128,12 +182,20 @@ async def test_connections_reset_every_second(
         return body
 
     await scenario(
-        "broker connections reset each second", cluster, tmp_path, record_verdict, body_for
+        "broker connections reset each second",
+        cluster,
+        tmp_path,
+        record_verdict,
+        body_for,
+        load=calibrated.paced(LOAD_SHARE),
     )
 
 
 async def test_bandwidth_capped_to_every_broker(
-    cluster: KafkaCluster, tmp_path: Path, record_verdict: list[Verdict]
+    cluster: KafkaCluster,
+    tmp_path: Path,
+    record_verdict: list[Verdict],
+    calibrated: Calibration,
 ) -> None:
     def body_for(_: Collector) -> Body:
         async def body(run: Run) -> None:
@@ -147,11 +209,21 @@ async def test_bandwidth_capped_to_every_broker(
 
         return body
 
-    await scenario("32 KiB/s to every broker", cluster, tmp_path, record_verdict, body_for)
+    await scenario(
+        "32 KiB/s to every broker",
+        cluster,
+        tmp_path,
+        record_verdict,
+        body_for,
+        load=calibrated.paced(LOAD_SHARE),
+    )
 
 
 async def test_collector_sigkilled_repeatedly(
-    cluster: KafkaCluster, tmp_path: Path, record_verdict: list[Verdict]
+    cluster: KafkaCluster,
+    tmp_path: Path,
+    record_verdict: list[Verdict],
+    calibrated: Calibration,
 ) -> None:
     def body_for(collector: Collector) -> Body:
         async def body(run: Run) -> None:
@@ -165,12 +237,21 @@ async def test_collector_sigkilled_repeatedly(
         return body
 
     await scenario(
-        f"collector SIGKILLed {COLLECTOR_KILLS} times", cluster, tmp_path, record_verdict, body_for
+        f"collector SIGKILLed {COLLECTOR_KILLS} times, SDK retrying",
+        cluster,
+        tmp_path,
+        record_verdict,
+        body_for,
+        load=calibrated.paced(LOAD_SHARE),
+        sdk_retry_s=120,
     )
 
 
 async def test_collector_sigterm_drains_under_load(
-    cluster: KafkaCluster, tmp_path: Path, record_verdict: list[Verdict]
+    cluster: KafkaCluster,
+    tmp_path: Path,
+    record_verdict: list[Verdict],
+    calibrated: Calibration,
 ) -> None:
     def body_for(collector: Collector) -> Body:
         async def body(run: Run) -> None:
@@ -181,11 +262,21 @@ async def test_collector_sigterm_drains_under_load(
 
         return body
 
-    await scenario("collector SIGTERM drain", cluster, tmp_path, record_verdict, body_for)
+    await scenario(
+        "collector SIGTERM drain",
+        cluster,
+        tmp_path,
+        record_verdict,
+        body_for,
+        load=calibrated.paced(LOAD_SHARE),
+    )
 
 
 async def test_topic_deleted_while_written(
-    cluster: KafkaCluster, tmp_path: Path, record_verdict: list[Verdict]
+    cluster: KafkaCluster,
+    tmp_path: Path,
+    record_verdict: list[Verdict],
+    calibrated: Calibration,
 ) -> None:
     async def body(run: Run) -> None:
         await cluster.delete_topic(run.topic)
@@ -208,6 +299,7 @@ async def test_topic_deleted_while_written(
             collector.url,
             prefix,
             body,
+            load=calibrated.paced(LOAD_SHARE),
             destroyed_until="heal",
         )
     record_verdict.append(verdict)
