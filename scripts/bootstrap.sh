@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 stamp=.venv/.installed
-want=$(cat pyproject.toml sdk-python/pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml sdk-python/pyproject.toml sdk-python/hatch_build.py scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
 if [[ -x .venv/bin/python && -f $stamp && "$(cat "$stamp")" == "$want" ]]; then
     exit 0
 fi
