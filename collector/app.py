@@ -22,6 +22,7 @@ from collector.backpressure import InFlight
 from collector.client_ip import ClientIdentifier, parse_networks
 from collector.config_file import load_config_file
 from collector.dedup import Deduplicator
+from collector.hotkeys import HotKeys
 from collector.metrics import Metrics
 from collector.openapi import handle_openapi
 from collector.ratelimit import RateLimiter
@@ -114,6 +115,16 @@ def create_app(
     app[keys.DEDUP] = (
         Deduplicator(window_s=settings.dedup_window_s, max_ids=settings.dedup_max_ids)
         if settings.dedup_window_s > 0
+        else None
+    )
+    app[keys.HOT_KEYS] = (
+        HotKeys(
+            rate_per_s=settings.hot_key_rate_per_s,
+            burst=settings.hot_key_burst,
+            max_keys=settings.hot_key_max_keys,
+            dead_letter_topic=settings.dead_letter_topic,
+        )
+        if settings.hot_key_rate_per_s > 0
         else None
     )
     app[keys.SOURCES] = sources

@@ -281,6 +281,10 @@ async def deliver(
         sent_at=sent_at,  # kept in dead letters, so replay can recover them whole
         request=client,
     )
+    hot_keys = app[keys.HOT_KEYS]
+    overflowed: Counter[str] = Counter()
+    if hot_keys is not None:  # after routing: the key and topic of every record are final
+        records, overflowed = hot_keys.divert(records, received_at.timestamp())
 
     started = time.perf_counter()
     outcomes = await sink.publish(records, timeout_s=settings.sink_timeout_s)
@@ -304,6 +308,8 @@ async def deliver(
         dedup.remember(fresh.valid, received_at.timestamp())
         if duplicates:
             metrics.dedup_hits.inc(duplicates)
+    for topic, count in overflowed.items():  # counted once written, like accepted events
+        metrics.hot_key_overflow.labels(topic).inc(count)
     plan.count_events(metrics, verdict.valid, "accepted")
     rejected = []
     for invalid in verdict.invalid:

@@ -12,6 +12,7 @@ from aiohttp import web
 from collector.backpressure import InFlight
 from collector.client_ip import ClientIdentifier
 from collector.dedup import Deduplicator
+from collector.hotkeys import HotKeys
 from collector.metrics import Metrics
 from collector.ratelimit import RateLimiter
 from collector.settings import Settings
@@ -36,6 +37,8 @@ INFLIGHT = web.AppKey("inflight", InFlight)
 CLIENTS = web.AppKey("clients", ClientIdentifier)
 # the event ids acknowledged recently, when dedup is on (dedup_window_s > 0), else None
 DEDUP: web.AppKey[Deduplicator | None] = web.AppKey("dedup")
+# the hot-key detector, when the overflow lane is on (hot_key_rate_per_s > 0), else None
+HOT_KEYS: web.AppKey[HotKeys | None] = web.AppKey("hot_keys")
 # write keys from the config file (empty: open, development mode) and their token buckets
 SOURCES = web.AppKey("sources", Sources)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)

@@ -110,6 +110,13 @@ class Metrics:
             "Events dropped as duplicates of an event_id seen recently (acknowledged, not sent).",
             registry=registry,
         )
+        # topics come from the plan (its events, template and fan-out rules): bounded
+        self.hot_key_overflow = Counter(
+            "capture_hot_key_overflow",
+            "Events of hot keys written to the overflow topic instead of `topic`, by `topic`.",
+            ["topic"],
+            registry=registry,
+        )
         # source names come from the config file, so the label stays bounded
         self.source_refusals = Counter(
             "capture_source_refusals",

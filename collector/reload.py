@@ -31,6 +31,7 @@ from collector.fanout import (
     load_routing_config,
     render_topic,
 )
+from collector.hotkeys import overflow_topic
 from collector.metrics import UNKNOWN_EVENT_LABEL, Metrics
 from collector.model import WireEvent
 from collector.routing import RouteTable, Topics
@@ -124,6 +125,7 @@ def check_topics(plan: Plan, settings: Settings, routing: RoutingConfig) -> None
         raise SettingsError(f"invalid setting {env_var('dead_letter_topic')}: {problem}")
     field = "topic_template" if settings.topic_template is not None else "topic_prefix"
     made_by: dict[str, str] = {}  # topic the template (or prefix) makes -> its one event
+    written: dict[str, str] = {}  # every topic an event record can go to -> one such event
     for schema in plan.schemas:
         event, version = schema.event, schema.version
         topic = plan.routes.route_for(event, version)[0]
@@ -137,6 +139,7 @@ def check_topics(plan: Plan, settings: Settings, routing: RoutingConfig) -> None
                 f"invalid setting {env_var('dead_letter_topic')}: `{dead_letter}` is also"
                 f" the topic of {event} v{version}"
             )
+        written.setdefault(topic, f"{event} v{version}")
         if schema.metadata.topic is None:
             # x-topic is the schema owner's explicit choice and may share a topic; what the
             # template makes must keep events apart, or consumers cannot tell them by topic.
@@ -158,6 +161,24 @@ def check_topics(plan: Plan, settings: Settings, routing: RoutingConfig) -> None
                         f"{where}: for {event} v{version} it makes the dead-letter topic"
                         f" `{dead_letter}` ({env_var('dead_letter_topic')})"
                     )
+                written.setdefault(copy, f"{event} v{version}")
+    if settings.hot_key_rate_per_s > 0:
+        _check_overflow_topics(written, dead_letter)
+
+
+def _check_overflow_topics(written: dict[str, str], dead_letter: str) -> None:
+    """Each topic's overflow lane is a legal name of its own: a hot key's records must not
+    land in another event's topic (or the dead letters), where consumers would misread them."""
+    for topic, made_for in written.items():
+        lane = overflow_topic(topic)
+        problem = topic_error(lane)
+        if problem is None and (lane in written or lane == dead_letter):
+            problem = f"`{lane}` is also the topic of {written.get(lane, 'the dead letters')}"
+        if problem is not None:
+            raise SettingsError(
+                f"invalid setting {env_var('hot_key_rate_per_s')}: the overflow topic of"
+                f" `{topic}` ({made_for}) cannot be used: {problem}"
+            )
 
 
 @dataclass(slots=True)

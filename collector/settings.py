@@ -32,6 +32,10 @@ MAX_SECONDS = 86_400.0
 MAX_BYTES = 1 << 40
 # Kafka's own type for its millisecond settings is a Java int.
 MAX_KAFKA_MS = (1 << 31) - 1
+# Hot keys: past these a "threshold" means no threshold, or the tracked pairs no memory bound.
+MAX_HOT_KEY_RATE_PER_S = 1e9
+MAX_HOT_KEY_BURST = 1 << 31
+MAX_HOT_KEYS = 10_000_000
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0, le=MAX_SECONDS)]
@@ -104,6 +108,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     dedup_window_s: Annotated[float, msgspec.Meta(ge=0, le=MAX_SECONDS)] = 0.0
     # At most this many remembered ids (the oldest are forgotten first): bounds the memory.
     dedup_max_ids: PositiveInt = 100_000
+    # Events/s one key may send into one topic, per process, before its further events go to
+    # `<topic>_overflow` (0: off, the default: consumers must read the overflow topics first).
+    hot_key_rate_per_s: Annotated[float, msgspec.Meta(ge=0, le=MAX_HOT_KEY_RATE_PER_S)] = 0.0
+    # Events a key may send at once above that rate before it counts as hot.
+    hot_key_burst: Annotated[int, msgspec.Meta(ge=1, le=MAX_HOT_KEY_BURST)] = 1000
+    # (topic, key) pairs tracked at once (least recently seen forgotten first): bounds memory.
+    hot_key_max_keys: Annotated[int, msgspec.Meta(ge=1, le=MAX_HOT_KEYS)] = 10_000
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # `json`: one JSON object per line (ts, level, logger, message, extra fields) for shippers
     log_format: Literal["text", "json"] = "text"

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from collector.config_file import load_config_file
+from collector.hotkeys import overflow_topic
 from collector.reload import build_plan
 from collector.replay.errors import BadInput, ReplayError
 from collector.replay.outputs import JsonlOutput, Output, ParquetOutput, TopicOutput
@@ -133,9 +134,13 @@ def _build(args: argparse.Namespace) -> tuple[Source, Output | None, Plan]:
         problem = topic_error(topic) if topic is not None else None
         if problem is not None:
             raise BadInput(f"{flag}: {problem}")
+    optional: list[str] = []  # the events' overflow lanes: read when they exist
     if schemas is not None and routes is not None:
         for event in args.event:
-            topics += _event_topics(event, list(args.version), schemas, routes)
+            own = _event_topics(event, list(args.version), schemas, routes)
+            topics += own
+            optional += [overflow_topic(t) for t in own]
+    optional = [t for t in dict.fromkeys(optional) if t not in topics]
     if args.dead_letters:
         topics.append(settings.dead_letter_topic)
     if not topics:
@@ -182,9 +187,10 @@ def _build(args: argparse.Namespace) -> tuple[Source, Output | None, Plan]:
             topics,
             selection,
             request_timeout_ms=args.request_timeout_ms,
+            optional=optional,
         )
     else:
-        source = FileLogSource(Path(settings.data_dir), topics, selection)
+        source = FileLogSource(Path(settings.data_dir), topics, selection, optional=optional)
     output: Output
     if args.recover or args.to_topic:
         rate = args.rate if args.rate > 0 else None

@@ -96,13 +96,27 @@ class Source:
 class FileLogSource(Source):
     """The file sink's `<data_dir>/<topic>.jsonl` logs: one partition (0) per topic."""
 
-    def __init__(self, data_dir: Path, topics: Sequence[str], selection: Selection) -> None:
-        self._paths = [(topic, topic_path(data_dir, topic)) for topic in topics]
+    def __init__(
+        self,
+        data_dir: Path,
+        topics: Sequence[str],
+        selection: Selection,
+        *,
+        optional: Sequence[str] = (),
+    ) -> None:
+        """`optional`: topics read when they exist (a hot key's overflow lane), else skipped."""
+        self._optional = frozenset(optional)
+        self._paths = [(topic, topic_path(data_dir, topic)) for topic in [*topics, *optional]]
         self._selection = selection
         self._ends_bytes: list[int] = []
         self._decoder = msgspec.json.Decoder(LogLine)
 
     async def open(self) -> None:
+        self._paths = [
+            (topic, path)
+            for topic, path in self._paths
+            if topic not in self._optional or path.is_file()
+        ]
         for topic, path in self._paths:
             if not path.is_file():
                 raise BadInput(f"unknown topic `{topic}`: no log at {path.name}")
@@ -164,8 +178,11 @@ class KafkaSource(Source):
         selection: Selection,
         *,
         request_timeout_ms: int = 10_000,
+        optional: Sequence[str] = (),
     ) -> None:
+        """`optional`: topics read when they exist (a hot key's overflow lane), else skipped."""
         self._topics = list(topics)
+        self._optional = list(optional)
         self._selection = selection
         self._stall_s = request_timeout_ms / 1000
         self._options: dict[str, Any] = {
@@ -192,8 +209,10 @@ class KafkaSource(Source):
                 # topics' metadata (unlike asking for one) never auto-creates a topic
                 cluster = await consumer._client.fetch_all_metadata()
             partitions = []
-            for topic in self._topics:
+            for topic in [*self._topics, *self._optional]:
                 ids = cluster.partitions_for_topic(topic)
+                if not ids and topic in self._optional:
+                    continue
                 if not ids:
                     raise BadInput(f"unknown topic `{topic}`")
                 partitions += [TopicPartition(topic, p) for p in sorted(ids)]
