@@ -116,6 +116,44 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
+# The guardian's program: wait for end-of-file on stdin, then SIGKILL the guarded process group.
+_GUARDIAN = (
+    "import os, signal, sys\n"
+    "sys.stdin.buffer.read()\n"
+    "try:\n"
+    "    os.killpg(int(sys.argv[1]), signal.SIGKILL)\n"
+    "except ProcessLookupError:\n"
+    "    pass\n"
+)
+
+
+def guard(process: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    """A guardian that SIGKILLs `process` (started with `start_new_session`) once this Python
+    process is gone, however it went: a killed test run must not leave JVMs holding ports and
+    gigabytes. It reads a pipe only this process holds, and end-of-file comes when this
+    process dies. (Not PR_SET_PDEATHSIG: that fires when the *thread* that started the child
+    ends, and nodes are restarted from `asyncio.to_thread` workers.) End the guardian with
+    `release()` once `process` has been stopped the normal way.
+    """
+    return subprocess.Popen(
+        [sys.executable, "-I", "-c", _GUARDIAN, str(process.pid)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a Ctrl-C meant for this process must not end the guardian
+    )
+
+
+def release(guardian: subprocess.Popen[bytes] | None) -> None:
+    """End a guardian without letting it kill (its process has exited already)."""
+    if guardian is None:
+        return
+    guardian.kill()
+    guardian.wait()
+    if guardian.stdin is not None:
+        guardian.stdin.close()
+
+
 class KafkaProcess:
     """One Kafka JVM (broker, controller or both) with its own work directory and ports.
 
@@ -141,6 +179,7 @@ class KafkaProcess:
         self.heap = heap
         self.name = name
         self._process: subprocess.Popen[bytes] | None = None
+        self._guardian: subprocess.Popen[bytes] | None = None
         self._formatted = False
 
     @property
@@ -194,12 +233,14 @@ class KafkaProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        self._guardian = guard(self._process)
 
     def wait_listening(self, timeout_s: float = START_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout_s
         while not port_open(self.listen_port):
             if self._process is None or self._process.poll() is not None:
                 self._process = None
+                self._release_guardian()
                 raise RuntimeError(f"{self.name} exited at start; see {self.log_file}")
             if time.monotonic() > deadline:
                 self.stop()
@@ -224,6 +265,7 @@ class KafkaProcess:
         process.send_signal(signal.SIGCONT)  # a stopped JVM must not outlive its kill
         process.kill()
         process.wait()
+        self._release_guardian()
         self._wait_port_closed()
 
     def stop(self) -> None:
@@ -238,7 +280,12 @@ class KafkaProcess:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        self._release_guardian()
         self._wait_port_closed()
+
+    def _release_guardian(self) -> None:
+        guardian, self._guardian = self._guardian, None
+        release(guardian)
 
     def _wait_port_closed(self) -> None:
         # The listener must be gone before a restart can bind the same port again.
