@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import re
 import shlex
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,9 @@ from collector.cli import build_parser
 from collector.metrics import PRODUCER_RESTART_REASONS, SINK_ERROR_TYPES, Metrics
 from collector.settings import FIELDS, env_var, load_settings
 from collector.sinks.kafka_batches import sender_failure
+from devtools import kafka_cluster
+from devtools.haproxy import haproxy_binary
+from devtools.kafka import KAFKA_VERSION
 from tests.conftest import HttpClient
 from tests.factories import batch_body, track_played
 
@@ -104,12 +110,27 @@ def listeners(value: str) -> list[dict[str, str]]:
     return found
 
 
+def collector_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every service that runs the collector image, whatever its profile."""
+    return {
+        name: svc
+        for name, svc in compose["services"].items()
+        if "build" in svc or svc.get("image") == service(compose, "collector")["image"]
+    }
+
+
 def test_collector_is_configured_only_by_real_settings(compose: dict[str, Any]) -> None:
-    env = environment(service(compose, "collector"))
     known = {env_var(field) for field in FIELDS}
-    assert env, "the collector service sets no CAPTURE_* variables"
-    assert [key for key in env if not key.startswith("CAPTURE_")] == []
-    assert sorted(set(env) - known) == [], "not collector settings"
+    collectors = collector_services(compose)
+    assert {"collector", "collector-1", "collector-2"} <= set(collectors)
+    for name, svc in collectors.items():
+        env = environment(svc)
+        assert env, f"{name} sets no CAPTURE_* variables"
+        assert [key for key in env if not key.startswith("CAPTURE_")] == [], name
+        assert sorted(set(env) - known) == [], f"{name}: not collector settings"
+        # the image's ENV is the base; compose's environment overrides it
+        settings = load_settings({**dockerfile_capture_env(), **env})
+        assert (settings.sink, settings.sink_kind, settings.host) == ("kafka", "kafka", "0.0.0.0")
     assert sorted(set(dockerfile_capture_env()) - known) == [], (
         "Dockerfile ENV: not collector settings"
     )
@@ -125,28 +146,37 @@ def test_collector_environment_loads_and_selects_the_kafka_sink(compose: dict[st
     assert settings.kafka_bootstrap_servers == env["CAPTURE_KAFKA_BOOTSTRAP_SERVERS"]
 
 
-def test_bootstrap_servers_are_the_kafka_service_and_an_advertised_port(
-    compose: dict[str, Any],
-) -> None:
-    bootstrap = environment(service(compose, "collector"))["CAPTURE_KAFKA_BOOTSTRAP_SERVERS"]
-    kafka = environment(service(compose, "kafka"))
-    controllers = set(kafka["KAFKA_CONTROLLER_LISTENER_NAMES"].split(","))
-    advertised = listeners(kafka["KAFKA_ADVERTISED_LISTENERS"])
-    bound = {item["name"]: item["port"] for item in listeners(kafka["KAFKA_LISTENERS"])}
+def assert_bootstrap_reaches(compose: dict[str, Any], bootstrap: str, brokers: list[str]) -> None:
+    """`bootstrap` names each of the `brokers` services once, on a port it advertises and
+    listens on for clients (not its controller listener)."""
+    hosts = []
     for server in bootstrap.split(","):
         host, _, port = server.strip().rpartition(":")
-        assert host == "kafka", f"{server}: the broker is reached by its compose service name"
+        assert host in brokers, f"{server}: a broker is reached by its compose service name"
+        hosts.append(host)
+        kafka = environment(service(compose, host))
+        controllers = set(kafka["KAFKA_CONTROLLER_LISTENER_NAMES"].split(","))
+        advertised = listeners(kafka["KAFKA_ADVERTISED_LISTENERS"])
+        bound = {item["name"]: item["port"] for item in listeners(kafka["KAFKA_LISTENERS"])}
         matches = [item for item in advertised if (item["host"], item["port"]) == (host, port)]
         assert matches, f"{server} is not among the advertised listeners {advertised}"
         for item in matches:
             assert item["name"] not in controllers, f"{server} is a controller listener"
             assert bound.get(item["name"]) == port, f"the broker does not listen on {server}"
+    assert sorted(hosts) == sorted(brokers), f"{bootstrap} does not list every broker once"
+
+
+def test_bootstrap_servers_are_the_kafka_service_and_an_advertised_port(
+    compose: dict[str, Any],
+) -> None:
+    bootstrap = environment(service(compose, "collector"))["CAPTURE_KAFKA_BOOTSTRAP_SERVERS"]
+    assert_bootstrap_reaches(compose, bootstrap, ["kafka"])
 
 
 def test_kafka_is_a_single_kraft_node(compose: dict[str, Any]) -> None:
     kafka = service(compose, "kafka")
     env = environment(kafka)
-    assert kafka["image"] == "apache/kafka:4.1.1"
+    assert kafka["image"] == f"apache/kafka:{KAFKA_VERSION}", "not the harness's Kafka"
     assert env["KAFKA_NODE_ID"] == "1"
     assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
     controller_port = {item["name"]: item["port"] for item in listeners(env["KAFKA_LISTENERS"])}[
@@ -363,3 +393,217 @@ def test_a_kafka_collector_exports_every_producer_restart_reason_at_zero() -> No
     # the reasons are the ones the sink reports (a new one must be added to the list)
     reported = set(re.findall(r'return "([a-z_]+)"', inspect.getsource(sender_failure)))
     assert reported == set(PRODUCER_RESTART_REASONS)
+
+
+# --- profile `cluster`: a controller, three brokers, two collectors, HAProxy -----------------
+
+CLUSTER = "cluster"
+HAPROXY_DIR = DEPLOY / "haproxy"
+SECTION_RE = re.compile(
+    r"^(global|defaults|frontend|backend|listen|resolvers|peers|userlist|cache|program"
+    r"|http-errors|ring|mailers)\b[ \t]*(\S*)",
+    re.M,
+)
+# Broker settings that decide durability and placement: the compose cluster must use the
+# values the fault scenarios were run with (devtools/kafka_cluster.py).
+DURABILITY_PROPERTIES = (
+    "min.insync.replicas",
+    "default.replication.factor",
+    "offsets.topic.replication.factor",
+    "transaction.state.log.replication.factor",
+    "transaction.state.log.min.isr",
+    "share.coordinator.state.topic.replication.factor",
+    "share.coordinator.state.topic.min.isr",
+    "unclean.leader.election.enable",
+    "auto.create.topics.enable",
+    "num.partitions",
+)
+
+
+def kafka_env_name(prop: str) -> str:
+    """The apache/kafka image's variable for a server property: `.` is `_`, `_` is `__`."""
+    return "KAFKA_" + prop.replace("_", "__").replace(".", "_").upper()
+
+
+def in_profile(compose: dict[str, Any], profile: str) -> dict[str, dict[str, Any]]:
+    return {n: s for n, s in compose["services"].items() if profile in s.get("profiles", [])}
+
+
+def cluster_kafka(compose: dict[str, Any], role: str) -> dict[str, dict[str, Any]]:
+    return {
+        name: svc
+        for name, svc in in_profile(compose, CLUSTER).items()
+        if environment(svc).get("KAFKA_PROCESS_ROLES") == role
+    }
+
+
+class RecordedProcess:
+    """Stands in for a Kafka JVM: keeps the properties the harness would start it with."""
+
+    def __init__(self, work_dir: Path, properties: dict[str, str], **_: object) -> None:
+        self.properties = dict(properties)
+
+
+@pytest.fixture
+def harness(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> kafka_cluster.KafkaCluster:
+    """The fault scenarios' cluster as configured, without fetching or starting Kafka."""
+    monkeypatch.setattr(kafka_cluster, "KafkaProcess", RecordedProcess)
+    return kafka_cluster.KafkaCluster(3, proxies=False, work_dir=tmp_path)
+
+
+def test_cluster_is_three_brokers_and_a_dedicated_controller(compose: dict[str, Any]) -> None:
+    brokers, controllers = cluster_kafka(compose, "broker"), cluster_kafka(compose, "controller")
+    assert len(brokers) == 3
+    assert len(controllers) == 1
+    nodes = {**brokers, **controllers}
+    for name, svc in nodes.items():
+        assert svc["image"] == f"apache/kafka:{KAFKA_VERSION}", f"{name}: not the harness's Kafka"
+    envs = {name: environment(svc) for name, svc in nodes.items()}
+    assert len({env["KAFKA_NODE_ID"] for env in envs.values()}) == len(nodes), "node ids repeat"
+    assert len({env["CLUSTER_ID"] for env in envs.values()}) == 1
+    [(controller, controller_env)] = [(n, envs[n]) for n in controllers]
+    port = {i["name"]: i["port"] for i in listeners(controller_env["KAFKA_LISTENERS"])}[
+        controller_env["KAFKA_CONTROLLER_LISTENER_NAMES"]
+    ]
+    voters = f"{controller_env['KAFKA_NODE_ID']}@{controller}:{port}"
+    assert {env["KAFKA_CONTROLLER_QUORUM_VOTERS"] for env in envs.values()} == {voters}
+    for name in brokers:
+        assert brokers[name]["depends_on"][controller] == {"condition": "service_healthy"}
+        assert brokers[name]["healthcheck"]["test"], name
+        assert_bootstrap_reaches(compose, f"{name}:9092", [name])
+    assert controllers[controller]["healthcheck"]["test"]
+    # each node keeps its log in a volume of its own
+    data = [str(v).split(":")[0] for svc in nodes.values() for v in svc["volumes"]]
+    assert len(set(data)) == len(nodes)
+    assert set(data) <= set(compose["volumes"])
+
+
+def test_cluster_durability_settings_are_the_harness(
+    compose: dict[str, Any], harness: kafka_cluster.KafkaCluster
+) -> None:
+    [controller] = cluster_kafka(compose, "controller").values()
+    brokers = cluster_kafka(compose, "broker").values()
+    # the controller's min.insync.replicas is the cluster's default (docs/reliability.md)
+    assert environment(controller)["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
+    assert environment(controller)["KAFKA_DEFAULT_REPLICATION_FACTOR"] == "3"
+    pairs = [(controller, harness.controllers[0].properties)] + [
+        (svc, node.process.properties) for svc, node in zip(brokers, harness.nodes, strict=True)
+    ]
+    for svc, properties in pairs:
+        env = environment(svc)
+        for prop in DURABILITY_PROPERTIES:
+            if prop in properties:
+                assert env.get(kafka_env_name(prop)) == properties[prop], (svc["hostname"], prop)
+    for svc in brokers:
+        env = environment(svc)
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
+        factors = {key: value for key, value in env.items() if key.endswith("REPLICATION_FACTOR")}
+        assert set(factors.values()) == {"3"}, factors
+        assert "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR" in factors
+
+
+def test_cluster_collectors_reach_all_three_brokers(compose: dict[str, Any]) -> None:
+    brokers = sorted(cluster_kafka(compose, "broker"))
+    collectors = {
+        n: s for n, s in collector_services(compose).items() if n in in_profile(compose, CLUSTER)
+    }
+    assert len(collectors) == 2
+    for name, svc in collectors.items():
+        env = environment(svc)
+        assert_bootstrap_reaches(compose, env["CAPTURE_KAFKA_BOOTSTRAP_SERVERS"], brokers)
+        assert svc["depends_on"] == {b: {"condition": "service_healthy"} for b in brokers}, name
+        assert svc["build"] == "."
+        assert "ports" not in svc, f"{name}: clients reach the collectors through HAProxy only"
+        [url] = re.findall(r"https?://[^\s'\"]+", " ".join(svc["healthcheck"]["test"]))
+        assert urlsplit(url).port == int(env["CAPTURE_PORT"]), f"{name} checks another port"
+
+
+def haproxy_script(haproxy: dict[str, Any]) -> list[list[str]]:
+    """The steps of the haproxy service's `sh -c` command."""
+    shell, flag, script = haproxy["command"]
+    assert (shell, flag) == ("sh", "-c")
+    return [shlex.split(step) for step in script.split("&&")]
+
+
+def server_lines(config: str) -> list[list[str]]:
+    return [line.split() for line in config.splitlines() if line.split()[:1] == ["server"]]
+
+
+def test_haproxy_runs_the_shipped_config_with_a_server_per_collector(
+    compose: dict[str, Any],
+) -> None:
+    haproxy = service(compose, "haproxy")
+    assert CLUSTER in haproxy["profiles"]
+    [mount] = [c for c, host in mounts(haproxy).items() if host.resolve() == HAPROXY_DIR]
+    [remove, copy, append, run] = haproxy_script(haproxy)
+    work = copy[-1]
+    assert remove == ["rm", "-rf", work], "a restarted container must not append twice"
+    assert copy == ["cp", "-R", mount, work], "the copy keeps errors/ beside the config"
+    assert append == ["cat", f"{work}/compose-servers.cfg", ">>", f"{work}/haproxy.cfg"]
+    assert run[:2] == ["exec", "haproxy"]
+    assert run[run.index("-f") + 1 :] == [f"{work}/haproxy.cfg"]
+    # the fragment adds servers only; every other setting stays in the shipped file
+    fragment = (HAPROXY_DIR / "compose-servers.cfg").read_text()
+    servers = server_lines(fragment)
+    collectors = {
+        n: s for n, s in collector_services(compose).items() if n in in_profile(compose, CLUSTER)
+    }
+    expected = {f"{name}:{environment(svc)['CAPTURE_PORT']}" for name, svc in collectors.items()}
+    assert {words[2] for words in servers} == expected
+    assert all("no-check" not in words for words in servers)
+    assert haproxy["depends_on"] == {n: {"condition": "service_healthy"} for n in collectors}
+    # HAProxy's checks poll /readyz (haproxy.cfg's backend, which the fragment ends up in)
+    shipped = (HAPROXY_DIR / "haproxy.cfg").read_text()
+    # appended lines belong to the last section: it must be the backend the frontend uses
+    sections = SECTION_RE.findall(shipped)
+    assert sections[-1] == ("backend", "collectors"), sections
+    assert re.search(r"^\s*default_backend collectors\s*$", shipped, re.M)
+    backend = shipped.split("\nbackend ")[-1]
+    assert "option httpchk GET /readyz" in backend
+    assert re.search(r"^\s*default-server check\b", backend, re.M), "servers are not checked"
+    bind = environment(haproxy)["CAPTURE_LB_BIND"]
+    assert bind.rpartition(":")[2] in container_ports(haproxy)
+
+
+def test_haproxy_accepts_the_config_the_compose_service_builds(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """Debian's HAProxy 2.6 (scripts/ops-deps.sh) parses what the container runs: the shipped
+    config with compose-servers.cfg appended, as the service's command builds it."""
+    binary = haproxy_binary()
+    assert binary is not None, "`haproxy` is not installed; run scripts/ops-deps.sh"
+    haproxy = service(compose, "haproxy")
+    work = tmp_path / "haproxy"
+    shutil.copytree(HAPROXY_DIR, work)
+    with (work / "haproxy.cfg").open("a") as config:
+        config.write((work / "compose-servers.cfg").read_text())
+    env = {**os.environ, **environment(haproxy)}
+    done = subprocess.run(
+        [binary, "-c", "-f", str(work / "haproxy.cfg")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def host_ports(svc: dict[str, Any]) -> list[str]:
+    """Host-side ports of `ports` ("[ip:]host:container[/proto]" or long syntax)."""
+    found = []
+    for entry in svc.get("ports", []):
+        if isinstance(entry, dict):
+            found.append(str(entry["published"]))
+        else:
+            parts = str(entry).split(":")
+            assert len(parts) >= 2, f"{entry}: publish on a fixed host port"
+            found.append(parts[-2])
+    return found
+
+
+def test_published_ports_do_not_collide(compose: dict[str, Any]) -> None:
+    # `--profile cluster up` starts the default services too: all must fit on one host
+    published = [port for svc in compose["services"].values() for port in host_ports(svc)]
+    assert published, "nothing is published"
+    assert sorted(published) == sorted(set(published)), "two services publish one host port"
+    assert host_ports(service(compose, "haproxy")) == ["8000"]
