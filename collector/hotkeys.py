@@ -8,6 +8,7 @@ not publish, count metrics, or touch dead letters (they are rare and have their 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
@@ -25,6 +26,16 @@ OVERFLOW_SUFFIX = "_overflow"
 LOG_INTERVAL_S = 60.0
 # How much of a key a log line shows: keys are client data of any length.
 LOG_KEY_CHARS = 64
+# A key longer than this (a schema's x-partition-key may be any string up to the event's size)
+# is tracked by a digest of it, so that a tracked key costs the same few hundred bytes however
+# long it is; the usual ids (256 characters at most, see collector/model.py) are mostly shorter
+# and are tracked as they are, at no hashing cost.
+MAX_KEY_BYTES_TRACKED = 64
+DIGEST_BYTES = 16
+
+# (topic, key) for a short key; (topic, digest, length) for a long one, which a short key's
+# pair can never equal, so no client can pick a short key that shares a long key's bucket
+_Pair = tuple[str, bytes] | tuple[str, bytes, int]
 
 
 def overflow_topic(topic: str) -> str:
@@ -45,8 +56,9 @@ class HotKeys:
 
     A record takes a token from its (topic, key) bucket; with none left it is diverted.
     Past `max_keys` the least recently seen pair is forgotten, so a flood of distinct keys
-    costs bounded memory; a forgotten key starts again with a full bucket, which only lets
-    up to `burst` more of its records into the normal topic, never drops one.
+    costs bounded memory (a long key is held as a digest); a forgotten key starts again with
+    a full bucket, which only lets up to `burst` more of its records into the normal topic,
+    never drops one.
     """
 
     def __init__(
@@ -56,7 +68,7 @@ class HotKeys:
         self.burst = burst
         self.max_keys = max_keys
         self._dead_letter_topic = dead_letter_topic
-        self._buckets: OrderedDict[tuple[str, bytes], _KeyBucket] = OrderedDict()
+        self._buckets: OrderedDict[_Pair, _KeyBucket] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -70,7 +82,12 @@ class HotKeys:
         for position, record in enumerate(records):
             if record.key is None or record.topic == self._dead_letter_topic:
                 continue
-            pair = (record.topic, record.key)
+            key = record.key
+            if len(key) <= MAX_KEY_BYTES_TRACKED:
+                pair: _Pair = (record.topic, key)
+            else:
+                digest = hashlib.blake2b(key, digest_size=DIGEST_BYTES).digest()
+                pair = (record.topic, digest, len(key))
             bucket = buckets.get(pair)
             if bucket is None:
                 bucket = buckets[pair] = _KeyBucket(self.rate_per_s, self.burst, now_s)

@@ -10,16 +10,25 @@ data_dir=${CAPTURE_DATA_DIR:-data}
 # the collector's default CAPTURE_DEMO_BUNDLE, relative to the repo root where it runs
 bundle=sdk-js/dist/capture.iife.js
 demo_page=0
+# Each step's failure is returned by hand: this runs as an `if` condition, where set -e is off,
+# so that an npm that cannot install or build (offline, an old Node.js) costs the demo page
+# only, never the collector and the Python demo.
+build_demo_page() {
+    scripts/js-deps.sh || return 1
+    # build only when the bundle is missing or older than something it is built from
+    if [[ ! -f $bundle || -n $(find sdk-js/src sdk-js/scripts sdk-js/package.json \
+        sdk-js/package-lock.json sdk-js/tsconfig.json -newer "$bundle" -print -quit) ]]; then
+        echo "run: building the browser SDK (npm run build in sdk-js)" >&2
+        (cd sdk-js && npm run build --silent) >&2 || return 1
+    fi
+}
 if [[ "${DEMO_EXIT:-0}" != 1 ]]; then
     if command -v npm > /dev/null; then
-        scripts/js-deps.sh
-        # build only when the bundle is missing or older than something it is built from
-        if [[ ! -f $bundle || -n $(find sdk-js/src sdk-js/scripts sdk-js/package.json \
-            sdk-js/package-lock.json sdk-js/tsconfig.json -newer "$bundle" -print -quit) ]]; then
-            echo "run: building the browser SDK (npm run build in sdk-js)" >&2
-            (cd sdk-js && npm run build --silent) >&2
+        if build_demo_page; then
+            demo_page=1
+        else
+            echo "run: the browser SDK did not build (see above), so no demo page" >&2
         fi
-        demo_page=1
     else
         echo "run: npm not found, so no demo page (Node.js 20+ builds the browser SDK)" >&2
     fi

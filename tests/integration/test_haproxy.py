@@ -28,7 +28,10 @@ from devtools.load import Ledger, Load, drive
 from devtools.oracle import Contents, Verdict, judge
 from event_schemas import PLAN_DIR
 from tests.factories import batch_body, page_viewed
-from tests.integration.faults.harness import Collector, new_prefix, print_log_tail, until
+from tests.integration.balanced import balanced, print_logs
+from tests.integration.balanced import kill_one as balanced_kill_one
+from tests.integration.balanced import rolling_restart as restart_each
+from tests.integration.faults.harness import Collector, new_prefix, until
 from tests.integration.faults.test_disk_full import read_log
 from tests.integration.test_schema_reload_under_load import PAGE_VIEWED_V2
 
@@ -89,28 +92,8 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
                 schemas_dir=str(plan),
             )
         )
-    balancer = HAProxy([f"127.0.0.1:{c.port}" for c in collectors])
-    try:
-        for collector in collectors:
-            collector.start()
-        balancer.start()
-        for number in range(1, COLLECTORS + 1):
-            balancer.wait_state(f"c{number}", "UP")
+    with balanced(collectors) as balancer:
         yield Fleet(collectors, balancer, prefix, data_dirs)
-    except BaseException:
-        print_logs(Fleet(collectors, balancer, prefix, data_dirs))
-        raise
-    finally:
-        balancer.stop()
-        for collector in collectors:
-            collector.close()
-
-
-def print_logs(fleet: Fleet) -> None:
-    for collector in fleet.collectors:
-        print_log_tail(collector.log_path)
-    if fleet.balancer.log_file.exists():
-        print(fleet.balancer.log_file.read_text()[-4000:])
 
 
 async def under_load(fleet: Fleet, name: str, body: Any) -> Verdict:
@@ -119,7 +102,7 @@ async def under_load(fleet: Fleet, name: str, body: Any) -> Verdict:
     try:
         return await _under_load(fleet, name, body)
     except BaseException:
-        print_logs(fleet)
+        print_logs(fleet.collectors, fleet.balancer)
         raise
 
 
@@ -157,24 +140,10 @@ async def _under_load(fleet: Fleet, name: str, body: Any) -> Verdict:
 
 
 async def test_a_collector_sigkilled_under_load_loses_nothing(fleet: Fleet) -> None:
-    victim = fleet.collectors[1]
-    frozen = victim.process
-    assert frozen is not None
-
     async def kill_one(ledger: Ledger) -> None:
-        ledger.mark("fault")
-        # frozen first, so the kill surely catches a request in flight on it: HAProxy has
-        # sent it and got no byte back
-        frozen.send_signal(signal.SIGSTOP)
-        await until(
-            lambda: int(fleet.balancer.stats()["c2"]["scur"]) > 0,
-            timeout_s=TIMEOUT_S,
-            what="a request in flight on the frozen collector",
+        await balanced_kill_one(
+            fleet.balancer, fleet.collectors, 2, ledger, after_kill_s=AFTER_KILL_S
         )
-        await asyncio.to_thread(victim.kill)
-        await asyncio.to_thread(fleet.balancer.wait_state, "c2", "DOWN")
-        await asyncio.sleep(AFTER_KILL_S)
-        ledger.mark("heal")
 
     verdict = await under_load(fleet, "haproxy: 1 of 3 collectors SIGKILLed", kill_one)
     # what the issue allows: the driver retries a 503 or a cut connection
@@ -187,13 +156,7 @@ async def test_a_collector_sigkilled_under_load_loses_nothing(fleet: Fleet) -> N
 
 async def test_a_rolling_restart_fails_no_request_but_with_503(fleet: Fleet) -> None:
     async def rolling_restart(ledger: Ledger) -> None:
-        ledger.mark("fault")
-        for number, collector in enumerate(fleet.collectors, 1):
-            assert await asyncio.to_thread(collector.terminate) == 0  # drained, flushed
-            await asyncio.to_thread(fleet.balancer.wait_state, f"c{number}", "DOWN")
-            await asyncio.to_thread(collector.start)  # the same port
-            await asyncio.to_thread(fleet.balancer.wait_state, f"c{number}", "UP")
-        ledger.mark("heal")
+        await restart_each(fleet.balancer, fleet.collectors, ledger)
 
     verdict = await under_load(fleet, "haproxy: rolling restart of 3 collectors", rolling_restart)
     # no connection error and no other status reaches the client: HAProxy hides the drain

@@ -7,14 +7,23 @@ line comes at most once per key per minute; every overflow topic is checked with
 
 from __future__ import annotations
 
+import gc
+import hashlib
 import logging
+import tracemalloc
 from pathlib import Path
 
 import msgspec
 import pytest
 
 from collector.app import create_app
-from collector.hotkeys import LOG_INTERVAL_S, HotKeys, overflow_topic
+from collector.hotkeys import (
+    DIGEST_BYTES,
+    LOG_INTERVAL_S,
+    MAX_KEY_BYTES_TRACKED,
+    HotKeys,
+    overflow_topic,
+)
 from collector.settings import Settings, SettingsError
 from collector.sinks.base import Record
 from collector.sinks.file import FileSink, topic_path
@@ -27,6 +36,7 @@ from tests.unit.test_replay_file import run, values
 
 DLQ = "events._invalid"
 JSON = {"Content-Type": "application/json"}
+LONG_KEY_BYTES = 16_384
 
 
 def record(key: bytes | None, topic: str = "events.track_played") -> Record:
@@ -82,6 +92,41 @@ def test_memory_stays_bounded_under_a_flood_of_distinct_keys() -> None:
         # the flood never overflows; the key seen every second stays tracked (least recently
         # seen is forgotten first), so it keeps overflowing: 3 events, 1 token a second
         assert diverted == {"events.track_played": 1 if second == 0 else 2}, second
+
+
+def test_memory_per_tracked_key_does_not_grow_with_the_keys_length() -> None:
+    # a schema's x-partition-key may be any string its schema allows, up to the event's
+    # size: max_keys of them must not keep max_keys copies of such keys alive (review R3)
+    max_keys = 500
+    hot = detector(rate_per_s=1.0, burst=2, max_keys=max_keys)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for start in range(0, 4 * max_keys, 100):
+            batch = [record(b"%06d" % i + b"k" * LONG_KEY_BYTES) for i in range(start, start + 100)]
+            hot.divert(batch, now_s=0.0)
+            del batch
+        gc.collect()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(hot) == max_keys
+    # the keys themselves would be 500 x 16 KiB = 8 MiB; a bucket costs a few hundred bytes
+    assert held - before < max_keys * 1024
+
+
+def test_long_keys_keep_buckets_of_their_own() -> None:
+    hot = detector(rate_per_s=1.0, burst=1)
+    long_key = b"k" * LONG_KEY_BYTES
+    out, _ = hot.divert([record(long_key), record(long_key)], now_s=0.0)
+    assert topics(out) == ["events.track_played", "events.track_played_overflow"]
+    # another long key, a short one equal to the long key's digest, and its first 64 bytes
+    # are other keys: none shares the hot key's empty bucket
+    digest = hashlib.blake2b(long_key, digest_size=DIGEST_BYTES).digest()
+    others = [long_key[:-1] + b"x", digest, long_key[:MAX_KEY_BYTES_TRACKED]]
+    out, diverted = hot.divert([record(key) for key in others], now_s=0.0)
+    assert not diverted, topics(out)
 
 
 def test_the_log_line_comes_at_most_once_per_key_per_minute(
