@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from devtools.kafka import free_port
+from devtools.processes import terminate
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "haproxy"
 START_TIMEOUT_S = 15.0
@@ -135,12 +136,7 @@ class HAProxy:
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is not None:
-            process.send_signal(signal.SIGTERM)  # hard stop: the tests' load has ended
-            try:
-                process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            terminate(process, STOP_TIMEOUT_S)  # hard stop: the tests' load has ended
         shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def __enter__(self) -> HAProxy:

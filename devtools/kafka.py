@@ -24,6 +24,8 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
+from devtools.processes import guard, release, terminate
+
 POM = Path(__file__).resolve().parent / "maven" / "kafka-pom.xml"
 KAFKA_VERSION = "4.1.1"
 # A process that has not opened its listener by then is treated as failed to start.
@@ -114,44 +116,6 @@ def new_cluster_id() -> str:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not cluster_id.startswith("-"):
             return cluster_id
-
-
-# The guardian's program: wait for end-of-file on stdin, then SIGKILL the guarded process group.
-_GUARDIAN = (
-    "import os, signal, sys\n"
-    "sys.stdin.buffer.read()\n"
-    "try:\n"
-    "    os.killpg(int(sys.argv[1]), signal.SIGKILL)\n"
-    "except ProcessLookupError:\n"
-    "    pass\n"
-)
-
-
-def guard(process: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
-    """A guardian that SIGKILLs `process` (started with `start_new_session`) once this Python
-    process is gone, however it went: a killed test run must not leave JVMs holding ports and
-    gigabytes. It reads a pipe only this process holds, and end-of-file comes when this
-    process dies. (Not PR_SET_PDEATHSIG: that fires when the *thread* that started the child
-    ends, and nodes are restarted from `asyncio.to_thread` workers.) End the guardian with
-    `release()` once `process` has been stopped the normal way.
-    """
-    return subprocess.Popen(
-        [sys.executable, "-I", "-c", _GUARDIAN, str(process.pid)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # a Ctrl-C meant for this process must not end the guardian
-    )
-
-
-def release(guardian: subprocess.Popen[bytes] | None) -> None:
-    """End a guardian without letting it kill (its process has exited already)."""
-    if guardian is None:
-        return
-    guardian.kill()
-    guardian.wait()
-    if guardian.stdin is not None:
-        guardian.stdin.close()
 
 
 class KafkaProcess:
@@ -274,12 +238,7 @@ class KafkaProcess:
         if process is None:
             return
         process.send_signal(signal.SIGCONT)  # SIGTERM waits forever on a stopped process
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process, STOP_TIMEOUT_S)
         self._release_guardian()
         self._wait_port_closed()
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from devtools.kafka import free_port
+from devtools.processes import terminate
 
 ALERTS = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "alerts.yml"
 # Prometheus replays no WAL on a fresh TSDB; on a loaded 2-core machine it is ready in seconds.
@@ -128,12 +129,7 @@ class PrometheusServer:
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is not None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            terminate(process, STOP_TIMEOUT_S)
         shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def __enter__(self) -> PrometheusServer:

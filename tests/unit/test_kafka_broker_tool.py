@@ -11,7 +11,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from devtools.kafka import guard, new_cluster_id, release
+from devtools.kafka import new_cluster_id
+from devtools.processes import guard, release
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,7 +52,7 @@ def test_a_guarded_process_dies_with_the_python_process_that_started_it() -> Non
             textwrap.dedent(
                 """
                 import subprocess, sys, time
-                from devtools.kafka import guard
+                from devtools.processes import guard
                 child = subprocess.Popen(["sleep", "120"], start_new_session=True)
                 guardian = guard(child)
                 print(child.pid, guardian.pid, flush=True)
