@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import os
 import shutil
 import signal
 import socket
@@ -24,6 +23,7 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
+from collector.cache import cache_root
 from devtools.processes import guard, release, terminate
 
 POM = Path(__file__).resolve().parent / "maven" / "kafka-pom.xml"
@@ -54,10 +54,7 @@ Configuration:
 
 def cache_dir() -> Path:
     """Where the broker's jars are kept between runs (override with EVENT_CAPTURE_CACHE)."""
-    base = os.environ.get("EVENT_CAPTURE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "event-capture"
-    )
-    return Path(base) / f"kafka-{KAFKA_VERSION}"
+    return cache_root() / f"kafka-{KAFKA_VERSION}"
 
 
 def ensure_jars() -> Path:

@@ -89,6 +89,11 @@ class EventSchema:
         result: msgspec.Struct = self.decoder.decode(raw)
         return result
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # compiled types and decoders do not pickle; the document does, and compiles the same
+        # (how the tracking plan reaches Spark's Python workers)
+        return compile_schema, (self.file, self.event, self.version, dict(self.document))
+
 
 class SchemaRegistry:
     """The loaded tracking plan: (event, version) -> EventSchema. Immutable after load."""
@@ -105,6 +110,9 @@ class SchemaRegistry:
             self.decoders.setdefault(schema.event, {})[schema.version] = schema.decoder
             if schema.metadata.needs_properties:
                 self.annotated.setdefault(schema.event, {})[schema.version] = schema
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return SchemaRegistry, (list(self._by_key.values()),)
 
     def get(self, event: str, version: int) -> EventSchema | None:
         return self._by_key.get((event, version))
@@ -166,6 +174,11 @@ def load_schema_file(file: Path, event: str, version: int) -> EventSchema:
         raise SchemaLoadError(file, "", "a schema file holds one JSON object")
     if document.get("type") != "object" or "properties" not in document:
         raise SchemaLoadError(file, "", 'an event schema is `"type": "object"` with properties')
+    return compile_schema(file, event, version, document)
+
+
+def compile_schema(file: Path, event: str, version: int, document: dict[str, Any]) -> EventSchema:
+    """Compile one schema document; `file` names it in errors. Also how a schema unpickles."""
     metadata, body = split_metadata(file, document)
     compiler = _Compiler(file, _struct_name(event, version))
     try:

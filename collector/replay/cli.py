@@ -31,6 +31,7 @@ from collector.segment.config import build_segment_config
 from collector.settings import Settings, SettingsError, load_settings
 from collector.sinks.base import Sink
 from collector.sinks.file import FileSink
+from collector.spark.options import add_engine_arguments
 from event_schemas import SchemaLoadError, SchemaRegistry, load_registry
 from event_schemas.topics import topic_error
 
@@ -83,12 +84,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     tr.add_argument("--recover", action="store_true", help="republish dead letters now valid")
     tr.add_argument("--schemas-dir", help="the tracking plan (default: the bundled one)")
     tr.add_argument("--dry-run", action="store_true", help="only count; write nothing")
+    add_engine_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         source, output, plan = _build(args)
-        summary = asyncio.run(run_replay(source, output, plan))
+        if args.engine == "spark":
+            from collector.spark.session import check_requirements
+
+            check_requirements()  # pyspark and Java, before anything imports them
+            from collector.spark.replay import run_spark
+
+            summary = run_spark(args, source, output, plan)
+        else:
+            summary = asyncio.run(run_replay(source, output, plan))
     except ReplayAborted as exc:
         print(exc.summary.render(), file=sys.stderr)
         print(f"capture replay: {exc}", file=sys.stderr)

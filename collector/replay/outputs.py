@@ -75,20 +75,7 @@ class JsonlOutput(Output):
         return len(lines)
 
     def _line(self, item: OutItem) -> bytes:
-        if not self._with_metadata:
-            return item.record.value
-        source, record = item.source, item.record
-        return _encoder.encode(
-            {
-                "topic": source.topic,
-                "partition": source.partition,
-                "offset": source.offset,
-                "timestamp_ms": source.timestamp_ms,
-                "key": record.key.decode("utf-8", "replace") if record.key is not None else None,
-                "headers": [[k, v.decode("utf-8", "replace")] for k, v in record.headers],
-                "value": msgspec.Raw(record.value),
-            }
-        )
+        return jsonl_line(item, with_metadata=self._with_metadata)
 
     async def close(self) -> None:
         if self._file is not None and self._path is not None:
@@ -96,6 +83,24 @@ class JsonlOutput(Output):
             if stat.S_ISREG(os.fstat(self._file.fileno()).st_mode):
                 os.fsync(self._file.fileno())  # a pipe or a device cannot be fsynced
             self._file.close()
+
+
+def jsonl_line(item: OutItem, *, with_metadata: bool) -> bytes:
+    """One JSON-lines line (without the newline): the value, or it with its position."""
+    if not with_metadata:
+        return item.record.value
+    source, record = item.source, item.record
+    return _encoder.encode(
+        {
+            "topic": source.topic,
+            "partition": source.partition,
+            "offset": source.offset,
+            "timestamp_ms": source.timestamp_ms,
+            "key": record.key.decode("utf-8", "replace") if record.key is not None else None,
+            "headers": [[k, v.decode("utf-8", "replace")] for k, v in record.headers],
+            "value": msgspec.Raw(record.value),
+        }
+    )
 
 
 class ParquetOutput(Output):
@@ -142,26 +147,35 @@ class ParquetOutput(Output):
     async def write(self, items: Sequence[OutItem]) -> int:
         if not items:
             return 0
-        rows: dict[str, list[Any]] = {name: [] for name in self._schema.names}
-        for item in items:
-            source, record = item.source, item.record
-            headers = dict(record.headers)
-            version = headers.get("version")
-            rows["topic"].append(source.topic)
-            rows["partition"].append(source.partition)
-            rows["offset"].append(source.offset)
-            rows["timestamp_ms"].append(source.timestamp_ms)
-            rows["key"].append(record.key.decode("utf-8", "replace") if record.key else None)
-            rows["event"].append(_text(headers.get("event")))
-            rows["version"].append(int(version) if version and version.isdigit() else None)
-            rows["event_id"].append(_text(headers.get("event_id")))
-            rows["value"].append(record.value.decode("utf-8", "replace"))
-        self._writer.write_table(self._pa.table(rows, schema=self._schema))
+        rows = [parquet_row(item) for item in items]
+        columns = {name: [row[i] for row in rows] for i, name in enumerate(self._schema.names)}
+        self._writer.write_table(self._pa.table(columns, schema=self._schema))
         return len(items)
 
     async def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+ParquetRow = tuple[str, int, int, int, str | None, str | None, int | None, str | None, str]
+
+
+def parquet_row(item: OutItem) -> ParquetRow:
+    """The Parquet columns of one item, in ParquetOutput's order (both engines' one rule)."""
+    source, record = item.source, item.record
+    headers = dict(record.headers)
+    version = headers.get("version")
+    return (
+        source.topic,
+        source.partition,
+        source.offset,
+        source.timestamp_ms,
+        record.key.decode("utf-8", "replace") if record.key else None,
+        _text(headers.get("event")),
+        int(version) if version and version.isdigit() else None,
+        _text(headers.get("event_id")),
+        record.value.decode("utf-8", "replace"),
+    )
 
 
 def _text(value: bytes | None) -> str | None:

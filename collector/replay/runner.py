@@ -14,6 +14,7 @@ from typing import Any, TextIO
 import msgspec
 
 from collector.limits import DEFAULT_MAX_EVENT_BYTES
+from collector.model import DeadLetter
 from collector.replay.errors import Unavailable
 from collector.replay.outputs import OutItem, Output
 from collector.replay.progress import Progress
@@ -96,11 +97,35 @@ class ReplayAborted(Unavailable):
 def _step(
     item: SourceRecord | Malformed, plan: Plan, summary: Summary, deduper: Deduper | None
 ) -> list[OutItem] | None:
+    selected = select_record(item, plan, summary)
+    if selected is None:
+        return None
+    if deduper is not None and deduper.is_duplicate(selected.event_id):
+        summary.deduplicated += 1
+        return None
+    return transform_record(selected, plan, summary)
+
+
+@dataclass(frozen=True, slots=True)
+class Selected:
+    """A record that decoded and passed the filter; its dead letter when it is one."""
+
+    item: SourceRecord
+    doc: Any
+    letter: DeadLetter | None
+
+    @property
+    def event_id(self) -> object:
+        """What dedup keys on: the event's event_id (a non-string never deduplicates)."""
+        return self.doc.get("event_id") if isinstance(self.doc, dict) else None
+
+
+def select_record(item: SourceRecord | Malformed, plan: Plan, summary: Summary) -> Selected | None:
+    """Decode and filter one record (counts read, malformed, matched). Shared by the engines."""
     summary.read += 1
     if isinstance(item, Malformed):
         summary.bad_record(item.topic, item.partition, item.offset, item.reason)
         return None
-    record = Record(item.topic, item.key, item.value, item.headers, item.timestamp_ms)
     letter = None
     try:
         if item.topic == plan.dead_letter_topic:
@@ -116,11 +141,14 @@ def _step(
     if not plan.filter.matches(doc):
         return None
     summary.matched += 1
-    if deduper is not None and deduper.is_duplicate(
-        doc.get("event_id") if isinstance(doc, dict) else None
-    ):
-        summary.deduplicated += 1
-        return None
+    return Selected(item, doc, letter)
+
+
+def transform_record(selected: Selected, plan: Plan, summary: Summary) -> list[OutItem] | None:
+    """Recover or upgrade a selected record (counts recovered, still_invalid, upgraded, failed):
+    what to write for it. Runs after dedup; shared by the engines."""
+    item, doc, letter = selected.item, selected.doc, selected.letter
+    record = Record(item.topic, item.key, item.value, item.headers, item.timestamp_ms)
     if letter is not None and plan.recover_with is not None:
         assert plan.schemas is not None
         outcome = recover(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -82,6 +82,7 @@ class Source:
     """Open (may raise BadInput/Unavailable), then iterate batches, then close."""
 
     total: int | None = None  # records in range, when known up front (for the ETA)
+    selection: Selection
 
     async def open(self) -> None:
         raise NotImplementedError
@@ -107,9 +108,8 @@ class FileLogSource(Source):
         """`optional`: topics read when they exist (a hot key's overflow lane), else skipped."""
         self._optional = frozenset(optional)
         self._paths = [(topic, topic_path(data_dir, topic)) for topic in [*topics, *optional]]
-        self._selection = selection
+        self.selection = self._selection = selection
         self._ends_bytes: list[int] = []
-        self._decoder = msgspec.json.Decoder(LogLine)
 
     async def open(self) -> None:
         self._paths = [
@@ -123,38 +123,48 @@ class FileLogSource(Source):
             # the size now is where this replay ends, even if the collector keeps appending
             self._ends_bytes.append(path.stat().st_size)
 
-    async def batches(self) -> AsyncIterator[list[Item]]:
-        for (topic, path), end_bytes in zip(self._paths, self._ends_bytes, strict=True):
-            with path.open("rb") as log:  # read in a thread below
-                offset = 0
-                while True:
-                    lines = await asyncio.to_thread(_read_lines, log, end_bytes)
-                    if not lines:
-                        break
-                    batch: list[Item] = []
-                    for line in lines:
-                        item = self._parse(topic, offset, line)
-                        offset += 1
-                        if isinstance(item, Malformed) or self._selection.keeps(
-                            item.offset, item.timestamp_ms
-                        ):
-                            batch.append(item)
-                    yield batch
+    @property
+    def logs(self) -> list[tuple[str, Path, int]]:
+        """(topic, path, end in bytes) of each log to read, in order; known once open."""
+        return [(t, p, end) for (t, p), end in zip(self._paths, self._ends_bytes, strict=True)]
 
-    def _parse(self, topic: str, offset: int, line: bytes) -> Item:
-        try:
-            entry = self._decoder.decode(line)
-        except msgspec.DecodeError as exc:
-            return Malformed(topic, 0, offset, f"not a log line: {exc}")
-        return SourceRecord(
-            topic=topic,
-            partition=0,
-            offset=entry.offset,
-            timestamp_ms=entry.timestamp_ms,
-            key=entry.key.encode() if entry.key is not None else None,
-            headers=[(k, v.encode()) for k, v in entry.headers],
-            value=bytes(entry.value),
-        )
+    async def batches(self) -> AsyncIterator[list[Item]]:
+        for topic, path, end_bytes in self.logs:
+            lines = read_log(topic, path, end_bytes, self._selection)
+            while (batch := await asyncio.to_thread(next, lines, None)) is not None:
+                yield batch
+
+
+def read_log(topic: str, path: Path, end_bytes: int, selection: Selection) -> Iterator[list[Item]]:
+    """The records of one log up to `end_bytes`, in batches: the file log's one reading rule,
+    for this source and for the Spark engine's tasks. Offsets of broken lines are line numbers."""
+    decoder = msgspec.json.Decoder(LogLine)
+    with path.open("rb") as log:
+        offset = 0
+        while lines := _read_lines(log, end_bytes):
+            batch: list[Item] = []
+            for line in lines:
+                item = _parse(decoder, topic, offset, line)
+                offset += 1
+                if isinstance(item, Malformed) or selection.keeps(item.offset, item.timestamp_ms):
+                    batch.append(item)
+            yield batch
+
+
+def _parse(decoder: msgspec.json.Decoder[LogLine], topic: str, offset: int, line: bytes) -> Item:
+    try:
+        entry = decoder.decode(line)
+    except msgspec.DecodeError as exc:
+        return Malformed(topic, 0, offset, f"not a log line: {exc}")
+    return SourceRecord(
+        topic=topic,
+        partition=0,
+        offset=entry.offset,
+        timestamp_ms=entry.timestamp_ms,
+        key=entry.key.encode() if entry.key is not None else None,
+        headers=[(k, v.encode()) for k, v in entry.headers],
+        value=bytes(entry.value),
+    )
 
 
 def _read_lines(log: IO[bytes], end_bytes: int) -> list[bytes]:
@@ -183,8 +193,11 @@ class KafkaSource(Source):
         """`optional`: topics read when they exist (a hot key's overflow lane), else skipped."""
         self._topics = list(topics)
         self._optional = list(optional)
-        self._selection = selection
+        self.selection = self._selection = selection
         self._stall_s = request_timeout_ms / 1000
+        self.bootstrap_servers = bootstrap_servers
+        self.request_timeout_ms = request_timeout_ms
+        self.topics = [*self._topics, *self._optional]  # in the order they are read
         self._options: dict[str, Any] = {
             "bootstrap_servers": bootstrap_servers,
             "client_id": "event-capture-replay",
@@ -195,6 +208,8 @@ class KafkaSource(Source):
         }
         self._consumer: Any = None
         self._stops: dict[Any, int] = {}
+        # (topic, partition) -> [start, stop) offsets this replay reads, known once open
+        self.ranges: dict[tuple[str, int], tuple[int, int]] = {}
 
     async def open(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -240,6 +255,7 @@ class KafkaSource(Source):
             if start < stop:
                 consumer.seek(tp, start)
                 self._stops[tp] = stop
+                self.ranges[(tp.topic, tp.partition)] = (start, stop)
         consumer.pause(*[tp for tp in partitions if tp not in self._stops])
         self.total = sum(stop - starts[tp] for tp, stop in self._stops.items())
 

@@ -37,6 +37,13 @@ class Summary:
         if len(self.malformed_at) < MAX_LISTED:
             self.malformed_at.append((topic, partition, offset, reason))
 
+    def add(self, other: Summary) -> None:
+        """Fold in the summary of another part of the same replay (a Spark task's)."""
+        for name in self.COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.failures += other.failures[: MAX_LISTED - len(self.failures)]
+        self.malformed_at += other.malformed_at[: MAX_LISTED - len(self.malformed_at)]
+
     COUNTS = (
         "read",
         "matched",
