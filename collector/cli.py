@@ -21,6 +21,7 @@ from collector.app import RUNNER_OPTIONS, ServerSetupError, create_app, require_
 from collector.logs import configure_logging
 from collector.settings import FIELDS, Settings, SettingsError, env_var, load_settings
 from collector.shutdown import drain_timeout_s
+from collector.spark import archive
 from collector.startup import check_startup
 from collector.workers import run_workers
 from event_schemas import SchemaLoadError, check_registry, load_registry
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     docs.add_argument("--dir", default=None, help="schema directory (default: the bundled plan)")
     docs.add_argument("--out", default=None, metavar="FILE", help="write here (default: stdout)")
     replay.add_parser(sub)
+    archive.add_parser(sub)
     return parser
 
 
@@ -100,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "replay":
         return replay.run(args)
+    if args.command == "archive":
+        return archive.run(args)
     if args.command == "serve":
         return serve(args)
     if args.schemas_command == "codegen":

@@ -9,6 +9,7 @@ scripts/bootstrap.sh
 .venv/bin/mypy
 .venv/bin/capture schemas check > /dev/null
 .venv/bin/python -m devtools.kafka fetch > /dev/null
+.venv/bin/python -m collector.spark.session fetch > /dev/null
 scripts/browser-deps.sh
 scripts/ops-deps.sh
 .venv/bin/python -m pytest "$@"

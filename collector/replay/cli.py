@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def settings_from_flags(args: argparse.Namespace) -> Settings:
     """The collector's settings from the environment, with replay's flags on top."""
     flags = {
         "topic_prefix": args.topic_prefix,
@@ -123,7 +123,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(os.environ, flags)
 
 
-def _event_topics(
+def event_topics(
     event: str, versions: list[int], schemas: SchemaRegistry, routes: RouteTable
 ) -> list[str]:
     """The topics the collector writes `event` to: per version (a template or a schema's
@@ -133,7 +133,7 @@ def _event_topics(
 
 
 def _build(args: argparse.Namespace) -> tuple[Source, Output | None, Plan]:
-    settings = _settings(args)
+    settings = settings_from_flags(args)
     needs_plan = bool(args.upgrade or args.recover or args.event)
     schemas = load_registry(settings.schemas_dir) if needs_plan else None
     routes = build_plan(schemas, settings).routes if schemas is not None else None
@@ -147,7 +147,7 @@ def _build(args: argparse.Namespace) -> tuple[Source, Output | None, Plan]:
     optional: list[str] = []  # the events' overflow lanes: read when they exist
     if schemas is not None and routes is not None:
         for event in args.event:
-            own = _event_topics(event, list(args.version), schemas, routes)
+            own = event_topics(event, list(args.version), schemas, routes)
             topics += own
             optional += [overflow_topic(t) for t in own]
     optional = [t for t in dict.fromkeys(optional) if t not in topics]

@@ -48,7 +48,7 @@ import msgspec
 
 from collector.hotkeys import overflow_topic
 from collector.reload import build_plan
-from collector.replay.cli import _event_topics, _settings
+from collector.replay.cli import event_topics, settings_from_flags
 from collector.replay.errors import BadInput, ReplayError
 from collector.replay.transform import UpgradeFailed, Upgrader, upgraded_record
 from collector.settings import Settings, SettingsError
@@ -159,7 +159,7 @@ class Job:
 
 def build_job(args: argparse.Namespace) -> Job:
     """Raises BadInput (or SettingsError / SchemaLoadError) for anything that cannot run."""
-    settings = _settings(args)
+    settings = settings_from_flags(args)
     schemas = load_registry(settings.schemas_dir)
     if not _INTERVAL.match(args.dedup_watermark):
         raise BadInput(
@@ -204,7 +204,7 @@ def _topics(args: argparse.Namespace, settings: Settings, schemas: Any) -> list[
     routes = build_plan(schemas, settings).routes
     own: list[str] = []
     for event in dict.fromkeys(schema.event for schema in schemas):
-        own += _event_topics(event, [], schemas, routes)
+        own += event_topics(event, [], schemas, routes)
     return [*own, *(overflow_topic(t) for t in own)]
 
 

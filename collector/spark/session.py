@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 KAFKA_CONNECTOR = "org.apache.spark:spark-sql-kafka-0-10_2.13"
 HADOOP_EXCLUDES = "org.apache.hadoop:hadoop-client-runtime,org.apache.hadoop:hadoop-client-api"
 MIN_JAVA = 17
+SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
 INSTALL_HINT = "pip install 'event-capture[spark]'"
 
 
@@ -151,7 +152,7 @@ def start_session(
         # UI takes its address from SPARK_LOCAL_IP alone (else every interface)
         settings["spark.driver.bindAddress"] = "127.0.0.1"
         settings["spark.driver.host"] = "127.0.0.1"
-
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     settings.update(conf or {})
     builder = SparkSession.builder.appName(app_name)
     if chosen is not None:
@@ -159,7 +160,14 @@ def start_session(
     for key, value in settings.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
-    session.sparkContext.setLogLevel(os.environ.get("CAPTURE_SPARK_LOG_LEVEL", "ERROR"))
+    context = session.sparkContext
+    context.setLogLevel(os.environ.get("CAPTURE_SPARK_LOG_LEVEL", "ERROR"))
+    if SHUFFLE_PARTITIONS not in (conf or {}) and not context.getConf().contains(
+        SHUFFLE_PARTITIONS
+    ):
+        # Spark's fixed 200 makes every dedup a few hundred near-empty tasks on a laptop;
+        # twice the cores the session has is the same rule at any size (--spark-conf wins)
+        session.conf.set(SHUFFLE_PARTITIONS, str(max(2, 2 * context.defaultParallelism)))
     return session
 
 
