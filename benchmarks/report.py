@@ -182,6 +182,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"| soak RSS MiB first -> last ({_fmt(_get(results, 'soak', 'duration_s'))} s) |"
         f" {_fmt(_get(results, 'soak', 'first_rss_mib'), 1)} ->"
         f" {_fmt(_get(results, 'soak', 'last_rss_mib'), 1)} |",
+        *_replay_lines(results.get("replay")),
         "",
         "| target | value | goal | met |",
         "|---|---:|---:|:---:|",
@@ -191,6 +192,34 @@ def markdown(results: dict[str, Any]) -> str:
         goal = "n/a" if target["goal"] is None else f"{target['op']} {target['goal']}"
         lines.append(f"| {name} | {_fmt(target['value'], 2)} {target['unit']} | {goal} | {met} |")
     return "\n".join(lines) + "\n"
+
+
+def _replay_lines(replay: Any) -> list[str]:
+    """The replay stage's table: records/s of both engines per source and mode."""
+    if not isinstance(replay, dict) or "n" not in replay:
+        return []
+    lines = [
+        "",
+        f"| `capture replay` of {_fmt(replay.get('n'))} records ({replay.get('cores')} cores,"
+        f" Spark {replay.get('master')}) | process rec/s | Spark rec/s |"
+        " Spark rec/s excl. start-up | Spark ÷ process | Spark start-up s | counts equal |",
+        "|---|---:|---:|---:|---:|---:|:---:|",
+    ]
+    for source in ("kafka", "file"):
+        for mode, flags in (("plain", "plain"), ("dedup_upgrade", "--dedup --upgrade")):
+            found = _get(replay, source, mode)
+            if not isinstance(found, dict):
+                continue
+            same = found.get("counts_equal")
+            equal = "n/a" if not isinstance(same, bool) else "yes" if same else "**no**"
+            lines.append(
+                f"| {source}, {flags} | {_fmt(_get(found, 'process', 'records_per_s'))} |"
+                f" {_fmt(_get(found, 'spark', 'records_per_s'))} |"
+                f" {_fmt(_get(found, 'spark', 'records_per_s_after_startup'))} |"
+                f" {_fmt(found.get('spark_vs_process'), 2)} |"
+                f" {_fmt(_get(found, 'spark', 'startup_s'), 1)} | {equal} |"
+            )
+    return lines
 
 
 def write_markdown(results: dict[str, Any], results_dir: Path) -> Path:

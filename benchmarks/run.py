@@ -1,9 +1,10 @@
 """`make bench`: every benchmark in one run, so that the ratios between them mean something.
 
-validation -> HTTP ingest (file sink, then Kafka) -> Kafka's own ceiling -> naive baseline ->
-SDK -> memory soak; then targets, JSON, Markdown and plots under benchmarks/results/. Owns the
-lifetime of every process it starts (collectors, broker, servers, load generator): none
-outlives the run. Must not measure anything itself: each stage lives in its own module.
+validation -> HTTP ingest (file sink, then Kafka) -> Kafka's own ceiling -> replay engines ->
+naive baseline -> SDK -> memory soak; then targets, JSON, Markdown and plots under
+benchmarks/results/. Owns the lifetime of every process it starts (collectors, broker,
+servers, load generator): none outlives the run. Must not measure anything itself: each
+stage lives in its own module.
 
     python -m benchmarks.run [--quick] [--soak-s 600] [--stages file,kafka] [--profile]
 """
@@ -31,6 +32,7 @@ from benchmarks import (
     plot,
     procs,
     profiler,
+    replay,
     report,
     sdk,
     soak,
@@ -42,7 +44,7 @@ from benchmarks.payloads import mean_event_bytes
 from collector.settings import Settings
 from devtools.kafka import KafkaBroker, free_port
 
-STAGES = ("validation", "file", "kafka", "ceiling", "naive", "sdk", "soak")
+STAGES = ("validation", "file", "kafka", "ceiling", "replay", "naive", "sdk", "soak")
 # Where each stage's results go in latest.json (default: under the stage's name).
 RESULT_PATHS = {
     "file": ("http_ingest", "file"),
@@ -176,6 +178,18 @@ class Run:
             ),
         }
 
+    def replay(self) -> dict[str, Any]:
+        assert self.broker is not None
+        profile_to = None
+        if self.args.profile:
+            profile_to = self.args.results_dir / "profile-replay-process-kafka.txt"
+        return replay.run(
+            bootstrap_servers=self.broker.bootstrap_servers,
+            work_dir=self.work,
+            quick=self.quick,
+            profile_to=profile_to,
+        )
+
     def naive(self, gen: LoadGenerator) -> dict[str, Any]:
         assert self.broker is not None
         port = free_port()
@@ -223,13 +237,14 @@ class Run:
             with self.kafka_broker():
                 self.stage("kafka", lambda: self.http(gen, "kafka"))
                 self.stage("ceiling", self.ceiling)
+                self.stage("replay", self.replay)
                 self.stage("naive", lambda: self.naive(gen))
             self.stage("sdk", self.sdk)
             self.stage("soak", lambda: self.soak(gen))
 
     @contextlib.contextmanager
     def kafka_broker(self) -> Iterator[None]:
-        if not {"kafka", "ceiling", "naive"} & set(self.args.stages):
+        if not {"kafka", "ceiling", "replay", "naive"} & set(self.args.stages):
             yield
             return
         log("== starting the Kafka broker")

@@ -153,6 +153,7 @@ def _build(args: argparse.Namespace) -> tuple[Source, Output | None, Plan]:
     optional = [t for t in dict.fromkeys(optional) if t not in topics]
     if args.dead_letters:
         topics.append(settings.dead_letter_topic)
+    topics = list(dict.fromkeys(topics))  # a topic named twice is read once, first place kept
     if not topics:
         raise BadInput("name what to replay: --topic, --event or --dead-letters")
     if args.recover and not args.dead_letters:

@@ -256,30 +256,32 @@ class KafkaSource(Source):
                 consumer.seek(tp, start)
                 self._stops[tp] = stop
                 self.ranges[(tp.topic, tp.partition)] = (start, stop)
-        consumer.pause(*[tp for tp in partitions if tp not in self._stops])
+        consumer.pause(*partitions)  # batches() resumes them one at a time
         self.total = sum(stop - starts[tp] for tp, stop in self._stops.items())
 
     async def batches(self) -> AsyncIterator[list[Item]]:
+        """One partition at a time, topics in the order given, then partitions by number: the
+        first record of an event_id met is the first by (topic, partition, offset), the rule
+        dedup keeps in both engines, whatever order the broker would answer fetches in."""
+        rank = {topic: i for i, topic in enumerate(self.topics)}
+        for tp in sorted(self._stops, key=lambda tp: (rank[tp.topic], tp.partition)):
+            self._consumer.resume(tp)
+            async for batch in self._partition(tp, self._stops[tp]):
+                yield batch
+            self._consumer.pause(tp)
+
+    async def _partition(self, tp: Any, stop: int) -> AsyncIterator[list[Item]]:
         consumer = self._consumer
-        pending = dict(self._stops)
         last_progress = time.monotonic()
-        while pending:
-            fetched = await consumer.getmany(
-                *pending, timeout_ms=POLL_MS, max_records=BATCH_RECORDS
-            )
+        # position, not the last record: transaction markers also take offsets
+        while await consumer.position(tp) < stop:
+            fetched = await consumer.getmany(tp, timeout_ms=POLL_MS, max_records=BATCH_RECORDS)
             batch: list[Item] = []
-            for tp, records in fetched.items():
-                stop = pending.get(tp)
-                for record in records:
-                    if stop is None or record.offset >= stop:
-                        break
-                    if self._selection.keeps(record.offset, record.timestamp):
-                        batch.append(_from_kafka(record))
-            for tp in list(pending):
-                # position, not the last record: transaction markers also take offsets
-                if await consumer.position(tp) >= pending[tp]:
-                    del pending[tp]
-                    consumer.pause(tp)
+            for record in fetched.get(tp, ()):
+                if record.offset >= stop:
+                    break
+                if self._selection.keeps(record.offset, record.timestamp):
+                    batch.append(_from_kafka(record))
             if not fetched and time.monotonic() - last_progress > self._stall_s:
                 raise Unavailable("broker unavailable (no records within the request timeout)")
             yield batch

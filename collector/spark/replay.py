@@ -20,15 +20,22 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa  # type: ignore[import-untyped]
 
-from collector.replay.errors import BadInput, ReplayError
-from collector.replay.outputs import JsonlOutput, OutItem, Output, ParquetOutput, TopicOutput
-from collector.replay.runner import Plan, Selected, select_record, transform_record
+from collector.replay.errors import BadInput, ReplayError, Unavailable
+from collector.replay.outputs import JsonlOutput, OutItem, Output, ParquetOutput
+from collector.replay.runner import (
+    Plan,
+    ReplayAborted,
+    Selected,
+    select_record,
+    transform_record,
+)
 from collector.replay.sources import (
     FileLogSource,
     KafkaSource,
@@ -39,7 +46,7 @@ from collector.replay.sources import (
 )
 from collector.replay.summary import Summary
 from collector.spark import rows
-from collector.spark.session import parse_conf, start_session
+from collector.spark.session import parse_conf, start_session, stop_session
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -56,15 +63,63 @@ class SparkJobFailed(ReplayError):
 def run_spark(
     args: argparse.Namespace, source: Source, output: Output | None, plan: Plan
 ) -> Summary:
-    """Run the replay on Spark; raises BadInput before reading anything, else SparkJobFailed."""
+    """Run the replay on Spark. Raises BadInput before any Spark job (and, where it can be
+    known without Spark, before Spark starts), ReplayAborted when a driver-side output's
+    broker goes away (with the summary so far), SparkJobFailed when a job fails."""
+    from pyspark import SparkContext
+
     conf = parse_conf(args.spark_conf)
     target = None if args.out == "-" else args.out
-    session = start_session("capture replay", args.master, conf)
-    if target is not None and isinstance(output, JsonlOutput | ParquetOutput) and not plan.dry_run:
-        _refuse_existing(session, target)
+    distributed = target is not None and isinstance(output, JsonlOutput | ParquetOutput)
+    writes = output is not None and not plan.dry_run
+    if target is not None and distributed and writes:
+        _check_local_target(target)
+    asyncio.run(_resolve(source))  # checks topics, snapshots where each one ends: no Spark
+    # a Spark context already running in this process is a caller's (a test's): leave it up
+    owned = SparkContext._active_spark_context is None
+    try:
+        session = start_session("capture replay", args.master, conf)
+    except ReplayError:
+        raise
+    except Exception as exc:  # the JVM or Ivy failed: say why, exit 1
+        raise SparkJobFailed(f"spark did not start: {_reason(exc)}") from exc
+    try:
+        if target is not None and distributed and writes:
+            _refuse_existing(session, target)
+        driver = None if distributed or not writes else output
+        with asyncio.Runner() as loop:  # a driver-side output's sink lives on this loop
+            if driver is not None:
+                loop.run(driver.open())  # a sink that is down fails before any job
+            try:
+                summary = _run_jobs(session, source, output, plan, args, loop)
+            finally:
+                if driver is not None:
+                    loop.run(driver.close())
+    finally:
+        if owned:
+            stop_session(session)
+    if output is not None:
+        for what, why in output.failed_reasons:
+            summary.fail(what, why)
+    return summary
+
+
+def _run_jobs(
+    session: SparkSession,
+    source: Source,
+    output: Output | None,
+    plan: Plan,
+    args: argparse.Namespace,
+    loop: asyncio.Runner,
+) -> Summary:
+    target = None if args.out == "-" else args.out
     frame = _source_frame(session, source)
-    parquet = isinstance(output, ParquetOutput)
-    lines = isinstance(output, JsonlOutput) and target is not None and args.with_metadata
+    distributed = target is not None and isinstance(output, JsonlOutput | ParquetOutput)
+    needs = rows.Needs(
+        parquet=isinstance(output, ParquetOutput),
+        lines=distributed and isinstance(output, JsonlOutput) and args.with_metadata,
+        record=not distributed and output is not None and not plan.dry_run,
+    )
     summaries: list[DataFrame] = []
     if plan.dedup:
         selected = frame.mapInArrow(
@@ -72,49 +127,79 @@ def run_spark(
         ).persist()
         summaries.append(selected)
         ranked = _rank(selected.where("summary IS NULL"))
-        out = ranked.mapInArrow(
-            _transform_stage(plan, source.selection, parquet, lines), rows.ddl(rows.OUT)
-        )
+        out = ranked.mapInArrow(_transform_stage(plan, source.selection, needs), rows.ddl(rows.OUT))
     else:
-        out = frame.mapInArrow(
-            _fused_stage(plan, source.selection, parquet, lines), rows.ddl(rows.OUT)
-        )
+        out = frame.mapInArrow(_fused_stage(plan, source.selection, needs), rows.ddl(rows.OUT))
     out = out.persist()  # the write and the counts read the stages' output once
     summaries.append(out)
     data = out.where("summary IS NULL")
-    try:
-        written = 0
-        if output is not None and not plan.dry_run:
-            written = _write(data, output, target)
+    written = 0
+
+    def counts() -> Summary:
         summary = Summary(dry_run=plan.dry_run)
         for part in summaries:
             found = part.where("summary IS NOT NULL").select("task", "summary").collect()
             for row in sorted(found, key=lambda r: r["task"]):
                 summary.add(rows.decode_summary(bytes(row["summary"])))
+        summary.written = written
+        return summary
+
+    try:
+        if output is not None and not plan.dry_run:
+            if target is not None and distributed:
+                written = _write(data, output, target)
+            else:
+                written = loop.run(_drive(output, data, _Progress()))
+        return counts()
+    except Unavailable as exc:  # a driver-side output's broker went away mid-write
+        written = exc.written
+        raise ReplayAborted(counts(), str(exc)) from exc
     except ReplayError:
         raise
-    except Exception as exc:
-        raise SparkJobFailed(f"spark job failed: {_first_line(exc)}") from exc
+    except Exception as exc:  # Py4J and Spark raise many kinds; all exit 1
+        raise SparkJobFailed(f"spark job failed: {_reason(exc)}") from exc
     finally:
         for part in summaries:
             part.unpersist()
-    summary.written = written
-    if output is not None:
-        for what, why in output.failed_reasons:
-            summary.fail(what, why)
-    return summary
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
+def _reason(exc: BaseException) -> str:
+    """The innermost cause: Py4J's own message only names the Java method it called."""
+    java: Any = getattr(exc, "java_exception", None)
+    if java is not None:
+        while java.getCause() is not None:
+            java = java.getCause()
+        text = f"{java.getClass().getSimpleName()}: {java.getMessage()}"
+    else:
+        text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:500]
+
+
+def _check_local_target(target: str) -> None:
+    """A local --out (no scheme, or file:) is checked as the process engine checks its file:
+    it must not exist, and its nearest existing parent must be a writable directory."""
+    scheme, sep, rest = target.partition("://")
+    if sep and scheme != "file":
+        return  # another filesystem: Hadoop checks it once Spark is up
+    path = Path(rest if sep else target)
+    if path.exists():
+        raise BadInput(f"output {target} exists: Spark writes a new directory, name another")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInput(f"output {target} is not writable: {parent} is not a writable directory")
 
 
 def _refuse_existing(session: SparkSession, target: str) -> None:
     jvm: Any = session._jvm
-    path = jvm.org.apache.hadoop.fs.Path(target)
-    fs = path.getFileSystem(session._jsc.hadoopConfiguration())
-    if fs.exists(path):
+    try:
+        path = jvm.org.apache.hadoop.fs.Path(target)
+        fs = path.getFileSystem(session._jsc.hadoopConfiguration())
+        exists = bool(fs.exists(path))
+    except Exception as exc:  # Hadoop cannot resolve or reach it
+        raise BadInput(f"output {target} is not writable: {_reason(exc)}") from exc
+    if exists:
         raise BadInput(f"output {target} exists: Spark writes a new directory, name another")
 
 
@@ -122,8 +207,7 @@ def _refuse_existing(session: SparkSession, target: str) -> None:
 
 
 def _source_frame(session: SparkSession, source: Source) -> DataFrame:
-    """The source's records as SOURCE rows: the ranges the single-process source resolves."""
-    asyncio.run(_resolve(source))  # open() checks topics and snapshots where each one ends
+    """The source's records as SOURCE rows: the ranges the single-process source resolved."""
     if isinstance(source, KafkaSource):
         return _kafka_frame(session, source)
     assert isinstance(source, FileLogSource)
@@ -143,7 +227,9 @@ def _kafka_frame(session: SparkSession, source: KafkaSource) -> DataFrame:
     ranges = source.ranges
     if not ranges:
         return session.createDataFrame([], rows.ddl(rows.SOURCE))
-    order = {topic: i for i, topic in enumerate(source.topics)}
+    order: dict[str, int] = {}
+    for i, topic in enumerate(source.topics):
+        order.setdefault(topic, i)
     assign: dict[str, list[int]] = {}
     starting: dict[str, dict[str, int]] = {}
     ending: dict[str, dict[str, int]] = {}
@@ -155,6 +241,10 @@ def _kafka_frame(session: SparkSession, source: KafkaSource) -> DataFrame:
         session.read.format("kafka")
         .option("kafka.bootstrap.servers", source.bootstrap_servers)
         .option("kafka.request.timeout.ms", str(source.request_timeout_ms))
+        # a broker gone mid-job fails the job within the replay's timeout, as the process
+        # engine stalls out (Spark's own default waits spark.network.timeout, 120 s)
+        .option("kafka.default.api.timeout.ms", str(source.request_timeout_ms))
+        .option("kafkaConsumer.pollTimeoutMs", str(source.request_timeout_ms))
         .option("assign", json.dumps(assign))
         .option("startingOffsets", json.dumps(starting))
         .option("endingOffsets", json.dumps(ending))
@@ -240,21 +330,21 @@ def _select_stage(plan: Plan, selection: Selection) -> Stage:
 
 
 def _rank(selected: DataFrame) -> DataFrame:
-    """Rank each record within its event_id by (topic order, partition, offset); no id: 1."""
+    """Rank each record within its event_id by (topic order, partition, offset). Records
+    without one are rank 1 and skip the window (one task would sort them all otherwise)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     first = Window.partitionBy("event_id").orderBy("order", "partition", "offset")
-    return selected.select(
-        *[F.col(f.name) for f in rows.SOURCE],
-        F.when(F.col("event_id").isNull(), F.lit(1))
-        .otherwise(F.row_number().over(first))
-        .cast("int")
-        .alias("rank"),
+    columns = [F.col(f.name) for f in rows.SOURCE]
+    with_id = selected.where("event_id IS NOT NULL").select(
+        *columns, F.row_number().over(first).cast("int").alias("rank")
     )
+    without = selected.where("event_id IS NULL").select(*columns, F.lit(1).alias("rank"))
+    return with_id.unionByName(without)
 
 
-def _transform_stage(plan: Plan, selection: Selection, parquet: bool, lines: bool) -> Stage:
+def _transform_stage(plan: Plan, selection: Selection, needs: rows.Needs) -> Stage:
     """RANKED -> OUT: a rank above 1 is a duplicate; the rest are upgraded or recovered."""
 
     def transform(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -270,13 +360,13 @@ def _transform_stage(plan: Plan, selection: Selection, parquet: bool, lines: boo
                     summary.deduplicated += 1
                     continue
                 written += [(order, o) for o in transform_record(chosen, plan, summary) or ()]
-            yield rows.batch(rows.OUT, rows.out_columns(written, parquet=parquet, lines=lines))
+            yield rows.batch(rows.OUT, rows.out_columns(written, needs))
         yield rows.summary_batch(rows.OUT, _task(), summary)
 
     return transform
 
 
-def _fused_stage(plan: Plan, selection: Selection, parquet: bool, lines: bool) -> Stage:
+def _fused_stage(plan: Plan, selection: Selection, needs: rows.Needs) -> Stage:
     """SOURCE -> OUT in one task when there is no dedup to wait for."""
 
     def fused(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -287,7 +377,7 @@ def _fused_stage(plan: Plan, selection: Selection, parquet: bool, lines: bool) -
                 for order, chosen in _selected(batch, plan, selection, summary)
                 for o in transform_record(chosen, plan, summary) or ()
             ]
-            yield rows.batch(rows.OUT, rows.out_columns(written, parquet=parquet, lines=lines))
+            yield rows.batch(rows.OUT, rows.out_columns(written, needs))
         yield rows.summary_batch(rows.OUT, _task(), summary)
 
     return fused
@@ -296,11 +386,11 @@ def _fused_stage(plan: Plan, selection: Selection, parquet: bool, lines: bool) -
 # -- outputs ----------------------------------------------------------------------------------
 
 
-def _write(data: DataFrame, output: Output, target: str | None) -> int:
-    """Write the OUT rows; returns how many records were written."""
+def _write(data: DataFrame, output: Output, target: str) -> int:
+    """Write the OUT rows with Spark's own writers; returns how many records were written."""
     from pyspark.sql import functions as F
 
-    if isinstance(output, ParquetOutput) and target is not None:
+    if isinstance(output, ParquetOutput):
         table = data.select(
             F.col("src_topic").alias("topic"),
             F.col("src_partition").alias("partition"),
@@ -311,31 +401,41 @@ def _write(data: DataFrame, output: Output, target: str | None) -> int:
             "version",
             "event_id",
             F.col("pq_value").alias("value"),
-            F.to_date(F.timestamp_millis("src_timestamp_ms")).alias("date"),
+            # the UTC day by arithmetic: --spark-conf may change the session's time zone
+            F.date_from_unix_date(
+                F.floor(F.col("src_timestamp_ms") / 86_400_000).cast("int")
+            ).alias("date"),
         )
         table.write.partitionBy("event", "date").parquet(target)
         return data.count()
-    if isinstance(output, JsonlOutput) and target is not None:
+    if isinstance(output, JsonlOutput):
         column = F.coalesce("line", "value").cast("string").alias("value")
         data.select(column).write.text(target)
         return data.count()
-    assert isinstance(output, JsonlOutput | TopicOutput)
-    return asyncio.run(_drive(output, data))
+    raise AssertionError(f"{type(output).__name__} is written from the driver")
 
 
-async def _drive(output: Output, data: DataFrame) -> int:
-    """A driver-side output (stdout, a topic) gets the rows in source order, in batches."""
+class _Progress:
+    written = 0
+
+
+async def _drive(output: Output, data: DataFrame, progress: _Progress) -> int:
+    """A driver-side output (stdout, a topic) gets the rows in source order, in batches.
+    The output is opened and closed by the caller; Unavailable carries the count written."""
     ordered = data.orderBy("src_order", "src_partition", "src_offset")
     found = ordered.toLocalIterator(prefetchPartitions=True)
 
     def fetch() -> list[OutItem]:  # on a thread: the output's own tasks keep running
         return [rows.out_item(row) for row in itertools.islice(found, DRIVER_BATCH)]
 
-    written = 0
-    await output.open()
     try:
         while pending := await asyncio.to_thread(fetch):
-            written += await output.write(pending)
+            try:
+                progress.written += await output.write(pending)
+            except Unavailable as exc:
+                raise Unavailable(str(exc), written=progress.written + exc.written) from exc
     finally:
-        await output.close()
-    return written
+        close = getattr(found, "close", None)
+        if close is not None:
+            close()  # the iterator's socket to the JVM
+    return progress.written

@@ -1,8 +1,8 @@
 """Arrow batches <-> replay's records, for the Python stages the Spark engine runs in tasks.
 
-Three row shapes, each an Arrow schema and the same Spark DDL:
+Row shapes, each an Arrow schema (and its Spark DDL from `ddl`):
 - SOURCE: a record as a source reads it (Kafka or a file log), or a broken log line;
-- SELECTED: SOURCE plus the event_id dedup keys on and the rank dedup gave it;
+- SELECTED: SOURCE plus the event_id dedup keys on (dedup then adds a `rank` column);
 - OUT: what to write for a record (the source position, the record, Parquet text columns).
 Every stage also yields one summary row per task (`summary` set, the rest null): the counts of
 collector.replay.summary.Summary, msgpack-encoded. Nothing here decides what a record means.
@@ -11,6 +11,7 @@ collector.replay.summary.Summary, msgpack-encoded. Nothing here decides what a r
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -35,7 +36,6 @@ _SOURCE_FIELDS = [
 _SUMMARY_FIELDS = [("task", pa.int32()), ("summary", pa.binary())]
 SOURCE = pa.schema(_SOURCE_FIELDS)
 SELECTED = pa.schema([*_SOURCE_FIELDS, ("event_id", pa.string()), *_SUMMARY_FIELDS])
-RANKED = pa.schema([*_SOURCE_FIELDS, ("rank", pa.int32())])
 OUT = pa.schema(
     [
         ("src_order", pa.int32()),
@@ -82,15 +82,45 @@ def _spark_type(kind: pa.DataType) -> str:
 
 def items(batch: pa.RecordBatch) -> Iterator[tuple[int, Item]]:
     """(order, record or broken line) for each SOURCE row of a batch."""
-    columns = batch.to_pydict()
-    for order, topic, partition, offset, ts, key, headers, value, malformed in zip(
-        *(columns[name] for name, _ in _SOURCE_FIELDS), strict=True
+    names = [name for name, _ in _SOURCE_FIELDS if name != "headers"]
+    columns = {name: batch.column(name).to_pylist() for name in names}
+    header_lists = _header_lists(batch.column("headers"))
+    for order, topic, partition, offset, ts, key, value, malformed, pairs in zip(
+        *(columns[name] for name in names), header_lists, strict=True
     ):
         if malformed is not None:
             yield order, Malformed(topic, partition, offset, malformed)
             continue
-        pairs = [(h["key"], h["value"] or b"") for h in headers] if headers else []
         yield order, SourceRecord(topic, partition, offset, ts, key, pairs, value or b"")
+
+
+def _header_lists(column: pa.Array) -> list[list[tuple[str, bytes]]]:
+    """A list<struct<key, value>> column as Python lists of pairs, through its flat children
+    (to_pylist on the nested column builds a dict per header: several times slower)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    offsets = column.offsets.to_pylist()
+    flat = column.flatten()  # the structs of every row, one after another
+    keys = flat.field("key").to_pylist()
+    values = [v if v is not None else b"" for v in flat.field("value").to_pylist()]
+    pairs = list(zip(keys, values, strict=True))
+    return [pairs[offsets[i] : offsets[i + 1]] for i in range(len(column))]
+
+
+def _headers_array(lists: list[list[tuple[str, bytes]] | None]) -> pa.Array:
+    """The inverse of _header_lists: flat children and offsets, no dict per header."""
+    offsets = [0]
+    keys: list[str] = []
+    values: list[bytes] = []
+    for pairs in lists:
+        for k, v in pairs or ():
+            keys.append(k)
+            values.append(v)
+        offsets.append(len(keys))
+    structs = pa.StructArray.from_arrays(
+        [pa.array(keys, pa.string()), pa.array(values, pa.binary())], names=["key", "value"]
+    )
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), structs)
 
 
 def source_columns(rows: Iterable[tuple[int, Item]]) -> dict[str, list[Any]]:
@@ -108,46 +138,59 @@ def source_columns(rows: Iterable[tuple[int, Item]]) -> dict[str, list[Any]]:
             continue
         columns["timestamp_ms"].append(item.timestamp_ms)
         columns["key"].append(item.key)
-        columns["headers"].append([{"key": k, "value": v} for k, v in item.headers])
+        columns["headers"].append(item.headers)
         columns["value"].append(item.value)
         columns["malformed"].append(None)
     return columns
 
 
-def out_columns(
-    rows: Iterable[tuple[int, OutItem]], *, parquet: bool, lines: bool
-) -> dict[str, list[Any]]:
-    """OUT columns for (order, item) pairs; Parquet text and metadata lines only when asked."""
-    columns: dict[str, list[Any]] = {f.name: [] for f in OUT}
-    for order, out in rows:
-        source, record = out.source, out.record
-        columns["src_order"].append(order)
-        columns["src_topic"].append(source.topic)
-        columns["src_partition"].append(source.partition)
-        columns["src_offset"].append(source.offset)
-        columns["src_timestamp_ms"].append(source.timestamp_ms)
-        columns["topic"].append(record.topic)
-        columns["key"].append(record.key)
-        columns["headers"].append([{"key": k, "value": v} for k, v in record.headers])
-        columns["value"].append(record.value)
-        columns["timestamp_ms"].append(record.timestamp_ms)
-        row = parquet_row(out) if parquet else None
-        columns["pq_key"].append(row[4] if row else None)
-        columns["event"].append(row[5] if row else None)
-        columns["version"].append(row[6] if row else None)
-        columns["event_id"].append(row[7] if row else None)
-        columns["pq_value"].append(row[8] if row else None)
-        columns["line"].append(jsonl_line(out, with_metadata=True) if lines else None)
-        columns["task"].append(None)
-        columns["summary"].append(None)
+@dataclass(frozen=True, slots=True)
+class Needs:
+    """Which OUT columns an output reads, beyond the value and the source position."""
+
+    parquet: bool = False  # Parquet's text columns (parquet_row)
+    lines: bool = False  # JSON lines with metadata (jsonl_line)
+    record: bool = False  # topic, key, headers and timestamp (a driver-side output)
+
+
+def out_columns(rows: Iterable[tuple[int, OutItem]], needs: Needs) -> dict[str, list[Any]]:
+    """OUT columns for (order, item) pairs; a column no output reads stays null."""
+    pairs = list(rows)
+    sources = [o.source for _, o in pairs]
+    records = [o.record for _, o in pairs]
+    columns: dict[str, list[Any]] = {
+        "src_order": [order for order, _ in pairs],
+        "src_topic": [s.topic for s in sources],
+        "src_partition": [s.partition for s in sources],
+        "src_offset": [s.offset for s in sources],
+        "src_timestamp_ms": [s.timestamp_ms for s in sources],
+        "value": [r.value for r in records],
+    }
+    if needs.record:
+        columns["topic"] = [r.topic for r in records]
+        columns["key"] = [r.key for r in records]
+        columns["headers"] = [r.headers for r in records]
+        columns["timestamp_ms"] = [r.timestamp_ms for r in records]
+    if needs.parquet:
+        table = [parquet_row(o) for _, o in pairs]
+        for i, name in enumerate(("pq_key", "event", "version", "event_id", "pq_value"), 4):
+            columns[name] = [row[i] for row in table]
+    if needs.lines:
+        columns["line"] = [jsonl_line(o, with_metadata=True) for _, o in pairs]
     return columns
 
 
 def batch(schema: pa.Schema, columns: dict[str, list[Any]]) -> pa.RecordBatch:
+    """A batch of `schema` from columns of Python values; `headers` holds lists of pairs."""
     size = len(next(iter(columns.values()))) if columns else 0
-    for name in schema.names:
-        columns.setdefault(name, [None] * size)
-    return pa.RecordBatch.from_pydict(columns, schema=schema)
+    arrays = []
+    for field in schema:
+        values = columns.get(field.name, [None] * size)
+        if field.name == "headers":
+            arrays.append(_headers_array(values))
+        else:
+            arrays.append(pa.array(values, field.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def summary_batch(schema: pa.Schema, task: int, summary: Summary) -> pa.RecordBatch:

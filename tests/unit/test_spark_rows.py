@@ -42,7 +42,7 @@ def test_source_rows_round_trip_records_and_broken_lines() -> None:
 def test_out_rows_carry_the_record_and_both_outputs_columns() -> None:
     upgraded = Record("events.other", b"k", b'{"v":2}', [("version", b"2")], 99)
     item = OutItem(RECORD, upgraded)
-    columns = rows.out_columns([(4, item)], parquet=True, lines=True)
+    columns = rows.out_columns([(4, item)], rows.Needs(parquet=True, lines=True, record=True))
     batch = rows.batch(rows.OUT, columns)
     (row,) = batch.to_pylist()
     again = rows.out_item(row)
@@ -59,7 +59,7 @@ def test_out_rows_carry_the_record_and_both_outputs_columns() -> None:
     assert (row["pq_key"], row["event"], row["version"], row["event_id"], row["pq_value"]) == (
         parquet_row(item)[4:]
     )
-    plain = rows.batch(rows.OUT, rows.out_columns([(4, item)], parquet=False, lines=False))
+    plain = rows.batch(rows.OUT, rows.out_columns([(4, item)], rows.Needs(record=True)))
     assert plain.to_pylist()[0]["line"] is None  # the value itself is the line
 
 
