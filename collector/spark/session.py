@@ -11,6 +11,7 @@ Nothing here reads or writes events.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import re
 import shutil
@@ -159,6 +160,8 @@ def start_session(
         builder = builder.master(chosen)
     for key, value in settings.items():
         builder = builder.config(key, value)
+    # Py4J logs every connection it opens and closes at INFO, some from __del__ at exit
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     session = builder.getOrCreate()
     context = session.sparkContext
     context.setLogLevel(os.environ.get("CAPTURE_SPARK_LOG_LEVEL", "ERROR"))

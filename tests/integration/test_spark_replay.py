@@ -5,7 +5,7 @@ Both engines run over one data set per backend (the file log and the real broker
 spark_helpers.py) for every combination of time window, --where, --dedup and --upgrade, for
 recovery with and without --dedup (each engine republishing under its own topic prefix, read
 back from the backend), for Parquet and for JSON lines with metadata. The CLI runs in-process
-on one SparkSession for the whole test session (its own start_session gets the same session),
+on one SparkSession for the whole module (its own start_session gets the same session),
 except the stdout run, which is a subprocess so its stdout can be captured.
 """
 
@@ -47,7 +47,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:unclosed <socket.socket:Resource
 Reader = Callable[[str, int], list[Record]]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def spark() -> Iterator[SparkSession]:
     """One session for every in-process run; the CLI's start_session finds it."""
     from collector.spark.session import start_session, stop_session

@@ -59,6 +59,10 @@ def listening_addresses(pid: int) -> set[str]:
 
 @pytest.mark.usefixtures("offline")
 def test_session_on_a_warm_cache_has_the_connector_utc_and_loopback() -> None:
+    from pyspark import SparkContext
+
+    # this test needs a JVM of its own: one a module left running would be reused here
+    assert SparkContext._active_spark_context is None, "a Spark session is still running"
     session = start_session("test_spark_session")
     try:
         jvm = session._jvm

@@ -100,6 +100,7 @@ def read_log(data_dir: Path, prefix: str) -> tuple[Contents, list[str]]:
     """Every record of the scenario's logs through replay's reader, and every sign of a torn
     or out-of-order record."""
     # a process that never got an invalid event writes no dead-letter log: read what exists
+    dead_letter_topic = topics_of(prefix)[1]
     topics = [t for t in topics_of(prefix) if (data_dir / f"{t}.jsonl").exists()]
     contents = Contents()
     problems: list[str] = []
@@ -121,7 +122,8 @@ def read_log(data_dir: Path, prefix: str) -> tuple[Contents, list[str]]:
                 if event_id is None:
                     contents.no_id += 1
                     continue
-                copies = contents.dead_letters if item.topic == topics[1] else contents.events
+                dead = item.topic == dead_letter_topic
+                copies = contents.dead_letters if dead else contents.events
                 copies[event_id.decode()] = copies.get(event_id.decode(), 0) + 1
         await source.close()
 
