@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import itertools
 import json
 import os
@@ -133,27 +134,28 @@ def _run_jobs(
     out = out.persist()  # the write and the counts read the stages' output once
     summaries.append(out)
     data = out.where("summary IS NULL")
-    written = 0
 
-    def counts() -> Summary:
+    def counts(written: int | None) -> Summary:
+        """The tasks' summaries in one job; `written` as the output reports it, or None for
+        a Spark writer, which writes every row the stages emitted or fails the job."""
+        parts = [p.where("summary IS NOT NULL").select("task", "summary") for p in summaries]
+        found = functools.reduce(lambda a, b: a.unionByName(b), parts).collect()
         summary = Summary(dry_run=plan.dry_run)
-        for part in summaries:
-            found = part.where("summary IS NOT NULL").select("task", "summary").collect()
-            for row in sorted(found, key=lambda r: r["task"]):
-                summary.add(rows.decode_summary(bytes(row["summary"])))
-        summary.written = written
+        for row in sorted(found, key=lambda r: r["task"]):
+            summary.add(rows.decode_summary(bytes(row["summary"])))
+        if written is not None:  # else the stages' count of rows handed to the output
+            summary.written = written
         return summary
 
     try:
-        if output is not None and not plan.dry_run:
-            if target is not None and distributed:
-                written = _write(data, output, target)
-            else:
-                written = loop.run(_drive(output, data, _Progress()))
-        return counts()
+        if output is None or plan.dry_run:
+            return counts(0)
+        if target is not None and distributed:
+            _write(data, output, target)
+            return counts(None)
+        return counts(loop.run(_drive(output, data, _Progress())))
     except Unavailable as exc:  # a driver-side output's broker went away mid-write
-        written = exc.written
-        raise ReplayAborted(counts(), str(exc)) from exc
+        raise ReplayAborted(counts(exc.written), str(exc)) from exc
     except ReplayError:
         raise
     except Exception as exc:  # Py4J and Spark raise many kinds; all exit 1
@@ -360,6 +362,7 @@ def _transform_stage(plan: Plan, selection: Selection, needs: rows.Needs) -> Sta
                     summary.deduplicated += 1
                     continue
                 written += [(order, o) for o in transform_record(chosen, plan, summary) or ()]
+            summary.written += len(written)  # emitted; the driver sets what was written
             yield rows.batch(rows.OUT, rows.out_columns(written, needs))
         yield rows.summary_batch(rows.OUT, _task(), summary)
 
@@ -377,6 +380,7 @@ def _fused_stage(plan: Plan, selection: Selection, needs: rows.Needs) -> Stage:
                 for order, chosen in _selected(batch, plan, selection, summary)
                 for o in transform_record(chosen, plan, summary) or ()
             ]
+            summary.written += len(written)  # emitted; the driver sets what was written
             yield rows.batch(rows.OUT, rows.out_columns(written, needs))
         yield rows.summary_batch(rows.OUT, _task(), summary)
 
@@ -386,8 +390,8 @@ def _fused_stage(plan: Plan, selection: Selection, needs: rows.Needs) -> Stage:
 # -- outputs ----------------------------------------------------------------------------------
 
 
-def _write(data: DataFrame, output: Output, target: str) -> int:
-    """Write the OUT rows with Spark's own writers; returns how many records were written."""
+def _write(data: DataFrame, output: Output, target: str) -> None:
+    """Write the OUT rows with Spark's own writers (all of them, or the job fails)."""
     from pyspark.sql import functions as F
 
     if isinstance(output, ParquetOutput):
@@ -407,11 +411,11 @@ def _write(data: DataFrame, output: Output, target: str) -> int:
             ).alias("date"),
         )
         table.write.partitionBy("event", "date").parquet(target)
-        return data.count()
+        return
     if isinstance(output, JsonlOutput):
         column = F.coalesce("line", "value").cast("string").alias("value")
         data.select(column).write.text(target)
-        return data.count()
+        return
     raise AssertionError(f"{type(output).__name__} is written from the driver")
 
 
