@@ -153,7 +153,7 @@ def _run_jobs(
         if target is not None and distributed:
             _write(data, output, target)
             return counts(None)
-        return counts(loop.run(_drive(output, data, _Progress())))
+        return counts(loop.run(_drive(output, data)))
     except Unavailable as exc:  # a driver-side output's broker went away mid-write
         raise ReplayAborted(counts(exc.written), str(exc)) from exc
     except ReplayError:
@@ -419,11 +419,7 @@ def _write(data: DataFrame, output: Output, target: str) -> None:
     raise AssertionError(f"{type(output).__name__} is written from the driver")
 
 
-class _Progress:
-    written = 0
-
-
-async def _drive(output: Output, data: DataFrame, progress: _Progress) -> int:
+async def _drive(output: Output, data: DataFrame) -> int:
     """A driver-side output (stdout, a topic) gets the rows in source order, in batches.
     The output is opened and closed by the caller; Unavailable carries the count written."""
     ordered = data.orderBy("src_order", "src_partition", "src_offset")
@@ -432,14 +428,15 @@ async def _drive(output: Output, data: DataFrame, progress: _Progress) -> int:
     def fetch() -> list[OutItem]:  # on a thread: the output's own tasks keep running
         return [rows.out_item(row) for row in itertools.islice(found, DRIVER_BATCH)]
 
+    written = 0
     try:
         while pending := await asyncio.to_thread(fetch):
             try:
-                progress.written += await output.write(pending)
+                written += await output.write(pending)
             except Unavailable as exc:
-                raise Unavailable(str(exc), written=progress.written + exc.written) from exc
+                raise Unavailable(str(exc), written=written + exc.written) from exc
     finally:
         close = getattr(found, "close", None)
         if close is not None:
             close()  # the iterator's socket to the JVM
-    return progress.written
+    return written

@@ -20,6 +20,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 from collector.replay.outputs import OutItem, jsonl_line, parquet_row
 from collector.replay.sources import Item, Malformed, SourceRecord
 from collector.replay.summary import Summary
+from collector.sinks.base import Record
 
 _HEADERS = pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())]))
 _SOURCE_FIELDS = [
@@ -207,8 +208,6 @@ def decode_summary(raw: bytes) -> Summary:
 
 def out_item(row: Any) -> OutItem:
     """An OutItem again from an OUT row collected on the driver (for a driver-side output)."""
-    from collector.sinks.base import Record
-
     headers = [(h["key"], h["value"] or b"") for h in row["headers"] or []]
     value = bytes(row["value"] or b"")
     key = bytes(row["key"]) if row["key"] is not None else None

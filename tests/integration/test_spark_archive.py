@@ -351,6 +351,17 @@ async def test_archive_upgrade_matches_replay(
         assert row["version"] == 2
 
 
+def refused_archive(*args: str) -> subprocess.CompletedProcess[str]:
+    """`capture archive` with flags it must refuse before starting Spark."""
+    return subprocess.run(
+        [sys.executable, "-m", "collector.spark.archive", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
@@ -362,13 +373,7 @@ async def test_archive_upgrade_matches_replay(
 )
 def test_bad_input_exits_2(flags: list[str], message: str, tmp_path: Path) -> None:
     args = ["--bootstrap-servers", "127.0.0.1:9", "--lake", str(tmp_path / "lake"), *flags]
-    done = subprocess.run(
-        [sys.executable, "-m", "collector.spark.archive", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = refused_archive(*args)
     assert done.returncode == 2
     assert done.stderr.startswith("capture archive: ")
     assert message in done.stderr
@@ -379,16 +384,9 @@ def test_no_topics_exits_2(tmp_path: Path) -> None:
     # a plan without events has no event topics
     plan = tmp_path / "plan"
     plan.mkdir()
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "collector.spark.archive"),
-            *("--bootstrap-servers", "127.0.0.1:9", "--lake", str(tmp_path / "lake")),
-            *("--schemas-dir", str(plan)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    done = refused_archive(
+        *("--bootstrap-servers", "127.0.0.1:9", "--lake", str(tmp_path / "lake")),
+        *("--schemas-dir", str(plan)),
     )
     assert done.returncode == 2
     assert done.stderr.startswith("capture archive: ")
