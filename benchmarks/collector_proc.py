@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import procs
-from devtools.kafka import free_port
+from devtools.ports import free_port
 
 READY_TIMEOUT_S = 60.0
 

@@ -42,7 +42,8 @@ from benchmarks.collector_proc import run_collector
 from benchmarks.loadgen import LoadGenerator, PoolSpec
 from benchmarks.payloads import mean_event_bytes
 from collector.settings import Settings
-from devtools.kafka import KafkaBroker, free_port
+from devtools.kafka import KafkaBroker
+from devtools.ports import free_port
 
 STAGES = ("validation", "file", "kafka", "ceiling", "replay", "naive", "sdk", "soak")
 # Where each stage's results go in latest.json (default: under the stage's name).

@@ -23,7 +23,7 @@ from benchmarks.events import mixed_batch
 from benchmarks.procstats import sample_tree
 from benchmarks.stats import percentile
 from capture_sdk import Client, Response, Transport
-from devtools.kafka import free_port
+from devtools.ports import free_port
 
 READY_TIMEOUT_S = 30.0
 DELIVERY_TIMEOUT_S = 300.0

@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from devtools.kafka import free_port
+from devtools.ports import free_port
 from devtools.processes import terminate
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "haproxy"

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from collector.cache import cache_root
+from devtools.ports import free_port
 from devtools.processes import guard, release, terminate
 
 POM = Path(__file__).resolve().parent / "maven" / "kafka-pom.xml"
@@ -90,13 +91,6 @@ def ensure_jars() -> Path:
     else:
         staging.rename(libs)
     return libs
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def port_open(port: int) -> bool:

@@ -23,7 +23,8 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
 from devtools.faultproxy import FaultProxy, ProxyHost
-from devtools.kafka import KafkaProcess, free_port, new_cluster_id, wait_for_stop_signal
+from devtools.kafka import KafkaProcess, new_cluster_id, wait_for_stop_signal
+from devtools.ports import free_port
 
 CONTROLLER_HEAP = "-Xmx256m"
 FIRST_CONTROLLER_ID = 100
@@ -326,12 +327,18 @@ class KafkaCluster:
             if not why:
                 return
             await asyncio.sleep(0.5)
-        raise RuntimeError(f"cluster not healthy within {timeout_s}s: {why}")
+        states = "; ".join(
+            f"broker {n.node_id} {'running' if n.process.running else 'exited'}"
+            f", log {n.process.log_file}"
+            for n in self.nodes
+        )
+        raise RuntimeError(f"cluster not healthy within {timeout_s}s: {why} ({states})")
 
 
 def _unhealthy(meta: dict[str, Any], brokers: int, topics: list[str]) -> str:
     if len(meta["brokers"]) != brokers:
-        return f"{len(meta['brokers'])} of {brokers} brokers registered"
+        ids = sorted(b["node_id"] for b in meta["brokers"])
+        return f"{len(meta['brokers'])} of {brokers} brokers registered (node ids {ids})"
     found = {t["topic"]: t for t in meta["topics"]}
     for topic in topics:
         described = found.get(topic)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from devtools.chromium import Chromium, Page, find_chromium
 from devtools.holding_proxy import Held, HoldingProxy
 from devtools.kafka import KafkaBroker
 from devtools.node import ensure_built
+from devtools.ports import free_port
 from event_schemas import SchemaRegistry
 from tests.conftest import HttpClient, start_collector
 from tests.integration.kafka_helpers import consume, kafka_settings
@@ -199,11 +199,8 @@ def assert_exactly(
 
 
 def dead_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    """A loopback port nothing listens on."""
+    return free_port()
 
 
 async def open_client(browser: Chromium, url: str, opts: str) -> Page:

@@ -19,8 +19,8 @@ import msgspec
 import pytest
 
 from devtools.chromium import Chromium, find_chromium
-from devtools.kafka import free_port
 from devtools.node import ensure_built
+from devtools.ports import free_port
 from tests.waiting import wait_ready
 
 CAPTURE = Path(sys.executable).with_name("capture")

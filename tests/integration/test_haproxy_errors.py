@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from devtools.haproxy import DEPLOY, HAProxy
-from devtools.kafka import free_port
+from devtools.ports import free_port
 
 # longer than the config's `timeout http-request` (10s), so HAProxy gives up on the client
 SLOW_CLIENT_WAIT_S = 15.0

@@ -23,7 +23,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from devtools.kafka import KafkaBroker, free_port
+from devtools.kafka import KafkaBroker
+from devtools.ports import free_port
 from tests.factories import batch_body, page_viewed, track_played
 from tests.integration.kafka_helpers import consume
 from tests.unit.test_replay_file import run, values

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from devtools.kafka import KafkaBroker, free_port
+from devtools.kafka import KafkaBroker
+from devtools.ports import free_port
 from devtools.prometheus import ALERTS, PrometheusServer, PromQLError
 from tests.factories import batch_body, track_played
 from tests.waiting import wait_ready

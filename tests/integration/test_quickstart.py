@@ -9,7 +9,7 @@ from pathlib import Path
 
 import msgspec
 
-from devtools.kafka import free_port
+from devtools.ports import free_port
 from tests.waiting import wait_ready
 
 REPO = Path(__file__).resolve().parents[2]

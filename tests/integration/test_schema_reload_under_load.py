@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from benchmarks.loadgen import LoadGenerator, PoolSpec, StepResult, StepSpec
-from devtools.kafka import free_port
+from devtools.ports import free_port
 from event_schemas import PLAN_DIR, load_registry
 from tests.factories import batch_body, page_viewed
 from tests.waiting import wait_ready

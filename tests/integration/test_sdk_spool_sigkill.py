@@ -22,7 +22,7 @@ import pytest
 
 from capture_sdk import AsyncClient, Client, RetryPolicy
 from collector.sinks import MemorySink
-from devtools.kafka import free_port
+from devtools.ports import free_port
 from tests.conftest import HttpClient
 
 EVENTS = 10_000

@@ -25,7 +25,7 @@ from packaging.requirements import Requirement
 
 import capture_sdk
 from collector.sinks.file import LogLine, topic_path
-from devtools.kafka import free_port
+from devtools.ports import free_port
 from tests.waiting import wait_ready
 
 REPO = Path(__file__).resolve().parents[2]

@@ -23,7 +23,8 @@ import aiohttp
 import msgspec
 import pytest
 
-from devtools.kafka import KafkaBroker, free_port
+from devtools.kafka import KafkaBroker
+from devtools.ports import free_port
 from tests.factories import batch_body, track_played
 from tests.integration.kafka_helpers import consume
 from tests.integration.load_driver import LoadResult, drive

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from devtools.kafka import KafkaBroker, free_port
+from devtools.kafka import KafkaBroker
+from devtools.ports import free_port
 from tests.factories import batch_body, track_played
 from tests.waiting import wait_ready
 

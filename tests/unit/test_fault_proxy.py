@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from devtools.faultproxy import FaultProxy, ProxyHost
-from devtools.kafka import free_port
+from devtools.ports import free_port
 
 # Long enough to tell "no answer" from a slow one on a loaded machine, short enough to wait.
 SILENCE_S = 0.5

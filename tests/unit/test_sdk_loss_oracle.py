@@ -33,7 +33,7 @@ import pytest
 import capture_sdk._spool
 from capture_sdk import ClientStats, DroppedEvent, RetryPolicy
 from capture_sdk._spool import read_records
-from devtools.kafka import free_port
+from devtools.ports import free_port
 from tests import sdk_clients
 from tests.sdk_clients import Kind, Sdk
 

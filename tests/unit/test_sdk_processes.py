@@ -14,7 +14,7 @@ import msgspec
 
 from capture_sdk import Client
 from capture_sdk.testing import RecordingTransport
-from devtools.kafka import free_port
+from devtools.ports import free_port
 
 FILE_TRANSPORT = textwrap.dedent(
     """

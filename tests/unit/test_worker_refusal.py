@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools.kafka import free_port
+from devtools.ports import free_port
 
 # Runs in a fresh interpreter: the supervisor forks and takes SIGTERM/SIGINT/SIGHUP.
 SCRIPT = textwrap.dedent(

@@ -19,10 +19,10 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from devtools.kafka import free_port
 from devtools.kafka_cluster import KafkaCluster
 from devtools.load import Ledger, Load, drive
 from devtools.oracle import Verdict, judge, read_back
+from devtools.ports import free_port
 from devtools.sdk_load import SdkDriver
 
 CAPTURE = Path(sys.executable).with_name("capture")
