@@ -1,10 +1,10 @@
 """`make bench`: every benchmark in one run, so that the ratios between them mean something.
 
 validation -> HTTP ingest (file sink, then Kafka) -> Kafka's own ceiling -> replay engines ->
-naive baseline -> SDK -> memory soak; then targets, JSON, Markdown and plots under
-benchmarks/results/. Owns the lifetime of every process it starts (collectors, broker,
-servers, load generator): none outlives the run. Must not measure anything itself: each
-stage lives in its own module.
+naive baseline -> HTTP ingest and the ceiling on a three-broker cluster -> SDK -> memory soak;
+then targets (beside the previous run's), JSON, Markdown and plots under benchmarks/results/.
+Owns the lifetime of every process it starts (collectors, brokers, servers, load generator):
+none outlives the run. Must not measure anything itself: each stage lives in its own module.
 
     python -m benchmarks.run [--quick] [--soak-s 600] [--stages file,kafka] [--profile]
 """
@@ -43,9 +43,10 @@ from benchmarks.loadgen import LoadGenerator, PoolSpec
 from benchmarks.payloads import mean_event_bytes
 from collector.settings import Settings
 from devtools.kafka import KafkaBroker
+from devtools.kafka_cluster import KafkaCluster
 from devtools.ports import free_port
 
-STAGES = ("validation", "file", "kafka", "ceiling", "replay", "naive", "sdk", "soak")
+STAGES = ("validation", "file", "kafka", "ceiling", "replay", "naive", "cluster", "sdk", "soak")
 # Where each stage's results go in latest.json (default: under the stage's name).
 RESULT_PATHS = {
     "file": ("http_ingest", "file"),
@@ -130,15 +131,19 @@ class Run:
         run_validation: Callable[[bool], dict[str, Any]] = module.run
         return run_validation(self.quick)
 
-    def http(self, gen: LoadGenerator, sink: str) -> dict[str, Any]:
-        work = self.work / f"collector-{sink}"
-        bootstrap = self.broker.bootstrap_servers if self.broker is not None else None
+    def http(
+        self, gen: LoadGenerator, sink: str, *, bootstrap: str | None = None, label: str = ""
+    ) -> dict[str, Any]:
+        label = label or sink
+        work = self.work / f"collector-{label}"
+        if bootstrap is None and self.broker is not None:
+            bootstrap = self.broker.bootstrap_servers
         # `capture serve --workers` is for the Kafka sink only (the file sink has one writer).
         workers = self.args.workers if sink == "kafka" else None
         with run_collector(
             sink=sink, work_dir=work, bootstrap_servers=bootstrap, workers=workers
         ) as collector:
-            hook = self.profile_hook(collector.pid, sink)
+            hook = self.profile_hook(collector.pid, label)
             found = ingest.find_max(
                 gen, collector.batch_url, collector.pid, self.plan, profiler=hook
             )
@@ -158,10 +163,15 @@ class Run:
         shutil.rmtree(data_dir, ignore_errors=True)
         return found
 
+    def record_bytes(self) -> tuple[int, str]:
+        """The ceiling's record size: the file sink's mean value, else an estimate."""
+        measured = _get_float(self.results, "http_ingest", "file", "mean_value_bytes")
+        source = "file-sink output" if measured else "estimate from the pool"
+        return round(measured or mean_event_bytes() + ENRICHMENT_BYTES_ESTIMATE), source
+
     def ceiling(self) -> dict[str, Any]:
         assert self.broker is not None
-        measured = _get_float(self.results, "http_ingest", "file", "mean_value_bytes")
-        record_bytes = round(measured or mean_event_bytes() + ENRICHMENT_BYTES_ESTIMATE)
+        record_bytes, source = self.record_bytes()
         common: dict[str, Any] = {
             "libs": self.broker.libs,
             "bootstrap_servers": self.broker.bootstrap_servers,
@@ -171,7 +181,7 @@ class Run:
             "work_dir": self.work,
         }
         return {
-            "record_bytes_source": "file-sink output" if measured else "estimate from the pool",
+            "record_bytes_source": source,
             "plain": kafka_ceiling.run(topic="bench.ceiling", **common),
             # With the collector's own producer defaults, for comparison (not the target).
             "matched": kafka_ceiling.run(
@@ -202,6 +212,36 @@ class Run:
             procs.wait_http_ok(url + "/healthz", server, timeout_s=60, log_path=log_path)
             plan = NAIVE_QUICK if self.quick else NAIVE_FULL
             return ingest.find_max(gen, url + "/v1/batch", server.pid, plan)
+
+    def cluster(self, gen: LoadGenerator) -> dict[str, Any]:
+        """HTTP -> Kafka and ProducerPerformance on three brokers (RF 3, min ISR 2, acks=all):
+        replication is what acks=all waits for there. No fault proxies: nothing is measured
+        through one."""
+        log("== starting a three-broker cluster")
+        record_bytes, source = self.record_bytes()
+        with KafkaCluster(3, proxies=False, work_dir=self.work / "cluster") as cluster:
+            servers = cluster.bootstrap_servers
+            ingest_found = self.http(gen, "kafka", bootstrap=servers, label="kafka-cluster")
+            ceiling = kafka_ceiling.run(
+                libs=cluster.nodes[0].process.libs,
+                bootstrap_servers=servers,
+                topic="bench.cluster-ceiling",
+                num_records=500_000 if self.quick else 2_000_000,
+                record_bytes=record_bytes,
+                work_dir=self.work,
+            )
+            config = asyncio.run(cluster.topic_config("bench.cluster-ceiling"))
+        return {
+            "brokers": 3,
+            "replication_factor": cluster.replication_factor,
+            "min_insync_replicas": int(config["min.insync.replicas"]),
+            "record_bytes_source": source,
+            "http_ingest": ingest_found,
+            "ceiling": ceiling,
+            "vs_producer_perf": report.ratio(
+                ingest_found.get("max_sustained_eps"), ceiling.get("records_per_s")
+            ),
+        }
 
     def sdk(self) -> dict[str, Any]:
         calls = 50_000 if self.quick else 200_000
@@ -240,6 +280,7 @@ class Run:
                 self.stage("ceiling", self.ceiling)
                 self.stage("replay", self.replay)
                 self.stage("naive", lambda: self.naive(gen))
+            self.stage("cluster", lambda: self.cluster(gen))
             self.stage("sdk", self.sdk)
             self.stage("soak", lambda: self.soak(gen))
 
@@ -335,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         results["failed_stages"] = run.failed
         results["interrupted"] = interrupted
         results["targets"] = report.targets(results)
+        results["previous"] = report.previous(args.results_dir)
         stamp = started.strftime("%Y%m%dT%H%M%SZ")
         # again at the end: a py-spy that wrote its file after the stage's own pass did leaves
         # this machine's command line in the committed stacks

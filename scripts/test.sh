@@ -12,4 +12,5 @@ scripts/bootstrap.sh
 .venv/bin/python -m collector.spark.session fetch > /dev/null
 scripts/browser-deps.sh
 scripts/ops-deps.sh
-.venv/bin/python -m pytest "$@"
+# the slowest tests are named at the end, so that a run over its time budget says where it went
+.venv/bin/python -m pytest --durations=25 "$@"
