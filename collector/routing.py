@@ -58,12 +58,13 @@ class RouteTable:
         self.topics = topics
         self._schemas = schemas
         self._config = config if config is not None else RoutingConfig()
-        self._routes: dict[str, dict[int, Route]] = {}
+        # event -> version -> route, filled by `route_for` (the hot loop reads it directly)
+        self.routes: dict[str, dict[int, Route]] = {}
 
     def route_for(self, event: str, version: int) -> Route:
-        by_version = self._routes.get(event)
+        by_version = self.routes.get(event)
         if by_version is None:
-            by_version = self._routes[event] = {}
+            by_version = self.routes[event] = {}
         route = by_version.get(version)
         if route is None:
             headers = (
@@ -95,13 +96,18 @@ def route(
     """`sent_at` and `request` (what enrichment got) are kept only in dead letters, for replay."""
     timestamp_ms = int(received_at.timestamp() * 1000)
     encode = _encoder.encode
+    routes = table.routes
     route_for = table.route_for
     records: list[Record] = []
     append = records.append
     fanned: list[tuple[int, tuple[str, ...]]] = []  # (position, extra topics), usually empty
     # Hot loop: locals only, one Struct per event; the constant headers are shared tuples.
     for event in valid:
-        topic, headers, id_at, extra = route_for(event.event, event.version)
+        by_version = routes.get(event.event)
+        found = by_version.get(event.version) if by_version is not None else None
+        topic, headers, id_at, extra = (
+            found if found is not None else route_for(event.event, event.version)
+        )
         identity = event.user_id if event.user_id is not None else event.anonymous_id
         key = identity.encode() if identity is not None else None
         value = encode(event)
