@@ -15,25 +15,24 @@ import datetime as dt
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from collector.config_file import load_config_file
 from collector.hotkeys import overflow_topic
-from collector.reload import build_plan
 from collector.replay.errors import BadInput, ReplayError
 from collector.replay.outputs import JsonlOutput, Output, ParquetOutput, TopicOutput
 from collector.replay.runner import Plan, ReplayAborted, run_replay
-from collector.replay.segment import SegmentRecovery
 from collector.replay.select import Filter, parse_where
 from collector.replay.sources import FileLogSource, KafkaSource, Selection, Source
 from collector.replay.transform import Upgrader
-from collector.routing import RouteTable
-from collector.segment.config import build_segment_config
 from collector.settings import Settings, SettingsError, load_settings
 from collector.sinks.base import Sink
 from collector.sinks.file import FileSink
 from collector.spark.options import add_engine_arguments
 from event_schemas import SchemaLoadError, SchemaRegistry, load_registry
 from event_schemas.topics import topic_error
+
+if TYPE_CHECKING:
+    from collector.routing import RouteTable
 
 DEFAULT_RATE_PER_S = 1_000.0
 
@@ -136,7 +135,12 @@ def _build(args: argparse.Namespace) -> tuple[Source, Output | None, Plan]:
     settings = settings_from_flags(args)
     needs_plan = bool(args.upgrade or args.recover or args.event)
     schemas = load_registry(settings.schemas_dir) if needs_plan else None
-    routes = build_plan(schemas, settings).routes if schemas is not None else None
+    routes = None
+    if schemas is not None:
+        # here, not at the top: it brings in the HTTP side, which a plain replay never needs
+        from collector.reload import build_plan
+
+        routes = build_plan(schemas, settings).routes
     topics = list(args.topic)
     # Kafka's rules, as for every topic the collector writes; for the file log a topic is
     # also a file name, so this keeps reads and writes inside the data directory.
@@ -187,6 +191,10 @@ def _build(args: argparse.Namespace) -> tuple[Source, Output | None, Plan]:
         plan.pii_hash_key = key.encode() if key else None
         plan.max_event_bytes = settings.max_event_bytes
         # Segment dead letters map with the collector's `[segment]` table, from the same file
+        from collector.config_file import load_config_file
+        from collector.replay.segment import SegmentRecovery
+        from collector.segment.config import build_segment_config
+
         config = load_config_file(settings.config_file)
         segment = build_segment_config(config, path=settings.config_file)
         plan.segment = SegmentRecovery(segment, schemas, settings.max_event_bytes)

@@ -14,7 +14,6 @@ import stat
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,8 +28,7 @@ RETRY_PAUSE_S = 0.2
 _encoder = msgspec.json.Encoder()
 
 
-@dataclass(frozen=True, slots=True)
-class OutItem:
+class OutItem(msgspec.Struct, frozen=True, gc=False):
     source: SourceRecord
     record: Record  # what to write: the source record, or its upgraded / recovered form
 
@@ -54,7 +52,7 @@ class JsonlOutput(Output):
 
     def __init__(self, path: Path | None, *, with_metadata: bool = False) -> None:
         self._path = path
-        self._with_metadata = with_metadata
+        self.with_metadata = with_metadata
         self._file: IO[bytes] | None = None
         self.failed_reasons = []
 
@@ -68,14 +66,18 @@ class JsonlOutput(Output):
             raise BadInput(f"output {self._path} is not writable: {exc.strerror}") from exc
 
     async def write(self, items: Sequence[OutItem]) -> int:
-        assert self._file is not None
-        lines = [self._line(item) + b"\n" for item in items]
-        self._file.write(b"".join(lines))
-        self._file.flush()
-        return len(lines)
+        return await self.write_values(
+            [jsonl_line(item, with_metadata=self.with_metadata) for item in items]
+        )
 
-    def _line(self, item: OutItem) -> bytes:
-        return jsonl_line(item, with_metadata=self._with_metadata)
+    async def write_values(self, lines: Sequence[bytes]) -> int:
+        """Write ready lines (without their newlines): the values themselves, when the
+        output has no metadata (the runner's path that builds no OutItem)."""
+        assert self._file is not None
+        if lines:
+            self._file.write(b"\n".join(lines) + b"\n")
+            self._file.flush()
+        return len(lines)
 
     async def close(self) -> None:
         if self._file is not None and self._path is not None:

@@ -8,19 +8,23 @@ and validation stages on it, as the Segment handler does; it must not enrich, ro
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from collector.decoding import DecodedBatch
 from collector.model import DeadLetter, WireEvent
-from collector.segment.config import SegmentConfig
-from collector.segment.mapping import API_HEADER, SEGMENT_API, TYPE_HEADER, Mapper
-from collector.validation import Annotated, InvalidEvent, validate_batch
 from event_schemas import SchemaRegistry
+
+if TYPE_CHECKING:
+    from collector.segment.config import SegmentConfig
+    from collector.validation import Annotated, InvalidEvent
 
 Headers = Sequence[tuple[str, bytes]]
 
 
 def is_segment(headers: Headers) -> bool:
     """Whether the dead letter came through the Segment API (marked, never guessed)."""
+    # imported here: collector.segment brings in the HTTP side, which replay does not need
+    from collector.segment.mapping import API_HEADER, SEGMENT_API
+
     return (API_HEADER, SEGMENT_API) in headers
 
 
@@ -31,6 +35,8 @@ class SegmentRecovery:
     """
 
     def __init__(self, config: SegmentConfig, schemas: SchemaRegistry, max_event_bytes: int):
+        from collector.segment.mapping import Mapper
+
         self._mapper = Mapper(config, schemas)
         self._schemas = schemas
         self._max_event_bytes = max_event_bytes
@@ -39,6 +45,10 @@ class SegmentRecovery:
         self, letter: DeadLetter, headers: Headers
     ) -> tuple[WireEvent, list[Annotated]] | InvalidEvent:
         """The event the collector would accept for this message now, or why not."""
+        from collector.decoding import DecodedBatch
+        from collector.segment.mapping import TYPE_HEADER
+        from collector.validation import InvalidEvent, validate_batch
+
         forced = next((v.decode("utf-8", "replace") for k, v in headers if k == TYPE_HEADER), None)
         # the collector's receive time also stands in for a message without a timestamp
         mapped = self._mapper.map_message(

@@ -8,6 +8,7 @@ Sources only select by offset and time; they never decode record values (select.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -26,10 +27,15 @@ log = logging.getLogger(__name__)
 BATCH_RECORDS = 1_000
 # How long a getmany call waits for records before checking whether the replay stalled.
 POLL_MS = 200
+# Bytes of a file log read at a time (then cut into whole lines).
+READ_CHUNK_BYTES = 1 << 20
+# Batches of a file log parsed per trip to a worker thread.
+BATCHES_PER_READ = 8
 
 
-@dataclass(frozen=True, slots=True)
-class SourceRecord:
+# msgspec Structs, not dataclasses: one is built per record read, and a Struct is several
+# times cheaper to build; gc=False as they hold only strings, numbers, bytes and pairs of them.
+class SourceRecord(msgspec.Struct, frozen=True, gc=False):
     topic: str
     partition: int
     offset: int
@@ -39,8 +45,7 @@ class SourceRecord:
     value: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Malformed:
+class Malformed(msgspec.Struct, frozen=True, gc=False):
     """A record the source could not even parse (a broken log line)."""
 
     topic: str
@@ -65,6 +70,16 @@ class Selection:
         start, stop = self.from_offset, self.to_offset
         if start is not None and stop is not None and start >= stop:
             raise BadInput("empty range: --from-offset must be below --to-offset")
+
+    @property
+    def everything(self) -> bool:
+        """No bound at all: every record is kept (and `keeps` need not be asked)."""
+        return (
+            self.since_ms is None
+            and self.until_ms is None
+            and self.from_offset is None
+            and self.to_offset is None
+        )
 
     def keeps(self, offset: int, timestamp_ms: int) -> bool:
         return (
@@ -131,24 +146,50 @@ class FileLogSource(Source):
     async def batches(self) -> AsyncIterator[list[Item]]:
         for topic, path, end_bytes in self.logs:
             lines = read_log(topic, path, end_bytes, self._selection)
-            while (batch := await asyncio.to_thread(next, lines, None)) is not None:
-                yield batch
+            # several batches per trip to the thread: the trips, not the reads, were the cost
+            while batches := await asyncio.to_thread(_take, lines, BATCHES_PER_READ):
+                for batch in batches:
+                    yield batch
+
+
+def _take(batches: Iterator[list[Item]], count: int) -> list[list[Item]]:
+    return list(itertools.islice(batches, count))
 
 
 def read_log(topic: str, path: Path, end_bytes: int, selection: Selection) -> Iterator[list[Item]]:
     """The records of one log up to `end_bytes`, in batches: the file log's one reading rule,
     for this source and for the Spark engine's tasks. Offsets of broken lines are line numbers."""
     decoder = msgspec.json.Decoder(LogLine)
+    everything = selection.everything
     with path.open("rb") as log:
         offset = 0
-        while lines := _read_lines(log, end_bytes):
-            batch: list[Item] = []
-            for line in lines:
-                item = _parse(decoder, topic, offset, line)
-                offset += 1
-                if isinstance(item, Malformed) or selection.keeps(item.offset, item.timestamp_ms):
-                    batch.append(item)
-            yield batch
+        for lines in _read_lines(log, end_bytes):
+            for start in range(0, len(lines), BATCH_RECORDS):
+                part = lines[start : start + BATCH_RECORDS]
+                batch = _parse_lines(decoder, topic, offset, part)
+                offset += len(part)
+                if not everything:
+                    batch = [
+                        item
+                        for item in batch
+                        if isinstance(item, Malformed)
+                        or selection.keeps(item.offset, item.timestamp_ms)
+                    ]
+                yield batch
+
+
+def _parse_lines(
+    decoder: msgspec.json.Decoder[LogLine], topic: str, offset: int, lines: list[bytes]
+) -> list[Item]:
+    """Whole lines (newline included) as records; `offset` is the first one's line number.
+    All at once when every line decodes, else line by line to place the broken ones."""
+    try:
+        entries = decoder.decode_lines(b"".join(lines))
+    except msgspec.DecodeError:
+        entries = []
+    if len(entries) != len(lines):  # a broken line, or a blank one (decode_lines skips it)
+        return [_parse(decoder, topic, offset + i, line) for i, line in enumerate(lines)]
+    return [_record(topic, entry) for entry in entries]
 
 
 def _parse(decoder: msgspec.json.Decoder[LogLine], topic: str, offset: int, line: bytes) -> Item:
@@ -156,26 +197,37 @@ def _parse(decoder: msgspec.json.Decoder[LogLine], topic: str, offset: int, line
         entry = decoder.decode(line)
     except msgspec.DecodeError as exc:
         return Malformed(topic, 0, offset, f"not a log line: {exc}")
+    return _record(topic, entry)
+
+
+def _record(topic: str, entry: LogLine) -> SourceRecord:
+    key = entry.key
     return SourceRecord(
-        topic=topic,
-        partition=0,
-        offset=entry.offset,
-        timestamp_ms=entry.timestamp_ms,
-        key=entry.key.encode() if entry.key is not None else None,
-        headers=[(k, v.encode()) for k, v in entry.headers],
-        value=bytes(entry.value),
+        topic,
+        0,
+        entry.offset,
+        entry.timestamp_ms,
+        key.encode() if key is not None else None,
+        [(k, v.encode()) for k, v in entry.headers],
+        bytes(entry.value),
     )
 
 
-def _read_lines(log: IO[bytes], end_bytes: int) -> list[bytes]:
-    """Up to BATCH_RECORDS whole lines before `end_bytes` (a torn last line is left out)."""
-    lines: list[bytes] = []
-    while len(lines) < BATCH_RECORDS and log.tell() < end_bytes:
-        line = log.readline(end_bytes - log.tell())
-        if not line.endswith(b"\n"):
-            break
-        lines.append(line)
-    return lines
+def _read_lines(log: IO[bytes], end_bytes: int) -> Iterator[list[bytes]]:
+    """The whole lines before `end_bytes`, newline included, a chunk of the file at a time
+    (a torn last line is left out, as is anything after it)."""
+    at = log.tell()
+    rest = b""
+    while at < end_bytes:
+        chunk = log.read(min(READ_CHUNK_BYTES, end_bytes - at))
+        if not chunk:
+            return  # the file shrank under us: what was read is all there is
+        at += len(chunk)
+        data = rest + chunk if rest else chunk
+        cut = data.rfind(b"\n") + 1
+        rest = data[cut:]
+        if cut:
+            yield data[:cut].splitlines(keepends=True)
 
 
 class KafkaSource(Source):
@@ -272,16 +324,28 @@ class KafkaSource(Source):
 
     async def _partition(self, tp: Any, stop: int) -> AsyncIterator[list[Item]]:
         consumer = self._consumer
+        everything, keeps = self._selection.everything, self._selection.keeps
         last_progress = time.monotonic()
         # position, not the last record: transaction markers also take offsets
         while await consumer.position(tp) < stop:
             fetched = await consumer.getmany(tp, timeout_ms=POLL_MS, max_records=BATCH_RECORDS)
-            batch: list[Item] = []
-            for record in fetched.get(tp, ()):
-                if record.offset >= stop:
-                    break
-                if self._selection.keeps(record.offset, record.timestamp):
-                    batch.append(_from_kafka(record))
+            records = fetched.get(tp, ())
+            if records and records[-1].offset >= stop:
+                records = [r for r in records if r.offset < stop]
+            if not everything:
+                records = [r for r in records if keeps(r.offset, r.timestamp)]
+            batch: list[Item] = [
+                SourceRecord(
+                    r.topic,
+                    r.partition,
+                    r.offset,
+                    r.timestamp,
+                    r.key,
+                    list(r.headers),
+                    r.value if r.value is not None else b"",
+                )
+                for r in records
+            ]
             if not fetched and time.monotonic() - last_progress > self._stall_s:
                 raise Unavailable("broker unavailable (no records within the request timeout)")
             yield batch
@@ -307,15 +371,3 @@ class KafkaSource(Source):
             if task is not None and task.cancelling():
                 raise
             log.warning("replay consumer stopped while its fetcher was failing")
-
-
-def _from_kafka(record: Any) -> SourceRecord:
-    return SourceRecord(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        timestamp_ms=record.timestamp,
-        key=record.key,
-        headers=list(record.headers),
-        value=record.value if record.value is not None else b"",
-    )

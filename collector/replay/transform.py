@@ -11,20 +11,20 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from collector.client_ip import RequestContext
-from collector.enrichment import enrich
 from collector.limits import DEFAULT_MAX_EVENT_BYTES
 from collector.model import DeadLetter
 from collector.replay.segment import SegmentRecovery, is_segment
-from collector.routing import RouteTable, route
 from collector.sinks.base import Record
-from collector.validation import Annotated, InvalidEvent, validate_event
 from event_schemas import SchemaRegistry
 from event_schemas.errors import split_validation_error
+
+if TYPE_CHECKING:
+    from collector.routing import RouteTable
+    from collector.validation import Annotated
 
 UPGRADED_FROM_HEADER = "upgraded_from"
 _encoder = msgspec.json.Encoder()
@@ -57,7 +57,10 @@ class Upgrader:
         self._schemas = schemas
         # event -> version -> defaults (property -> value) that version adds over the previous
         self._added: dict[str, dict[int, dict[str, Any]]] = {}
+        # event -> its newest version (the registry sorts its keys on each `versions` call)
+        self._newest: dict[str, int] = {}
         for schema in schemas:
+            self._newest[schema.event] = max(schema.version, self._newest.get(schema.event, 0))
             earlier = schemas.get(schema.event, schema.version - 1)
             before = set(earlier.document.get("properties", {})) if earlier else set()
             properties = schema.document.get("properties", {})
@@ -67,17 +70,24 @@ class Upgrader:
                 if name not in before and isinstance(node, dict) and "default" in node
             }
 
+    def is_newest(self, event: object, version: object) -> bool:
+        """Whether `upgrade` returns None for an event of this name and version (it raises
+        or upgrades otherwise): the known newest version, or a later one."""
+        if not isinstance(event, str) or not isinstance(version, int):
+            return False
+        newest = self._newest.get(event)
+        return newest is not None and version >= newest
+
     def upgrade(self, doc: dict[str, Any]) -> tuple[dict[str, Any], int] | None:
         """The upgraded event and its old version, or None when already the newest."""
         event, version = doc.get("event"), doc.get("version")
+        if self.is_newest(event, version):
+            return None
         if not isinstance(event, str) or not isinstance(version, int):
             raise UpgradeFailed("not an event envelope")
-        versions = self._schemas.versions(event)
-        if not versions:
+        newest = self._newest.get(event)
+        if newest is None:
             raise UpgradeFailed(f"unknown event `{event}`")
-        newest = versions[-1]
-        if version >= newest:
-            return None
         properties = doc.get("properties")
         if not isinstance(properties, dict):
             raise UpgradeFailed("properties is not an object")
@@ -128,6 +138,12 @@ def recover(
     """The records the collector would write for this event now, or why it is still invalid.
 
     A Segment dead letter (marked in its `headers`) is mapped again with `segment` first."""
+    # imported here: the collector's stages bring in its HTTP side, which only recovery needs
+    from collector.client_ip import RequestContext
+    from collector.enrichment import enrich
+    from collector.routing import route
+    from collector.validation import InvalidEvent, validate_event
+
     annotated: list[Annotated]
     if is_segment(headers):
         if segment is None:
