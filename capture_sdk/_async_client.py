@@ -81,6 +81,7 @@ class AsyncClient(ClientBase):
     """
 
     _transport: AsyncTransport
+    _starts_sender = True  # track() calls `_queued`
 
     def __init__(
         self,
@@ -144,6 +145,7 @@ class AsyncClient(ClientBase):
     def _reset(self) -> None:
         """Fresh queue, counters and sender state: at construction, and in a forked child."""
         self._fresh_accounting()
+        self._put = self._enqueue
         self._items = collections.deque()
         self._enqueued = 0
         self._flush_requests = 0

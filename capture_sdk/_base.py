@@ -1,7 +1,7 @@
 """What Client and AsyncClient share on the application's side: `track()`, `on_error`, and
 letting go of the parent's connection and spool in a forked child.
 
-Each client supplies its own queue (`_enqueue`). Nothing here starts a thread or a task,
+Each client supplies its own queue (`_put`). Nothing here starts a thread or a task,
 waits, or does I/O beyond the spool's plain write (in `Intake`).
 """
 
@@ -41,6 +41,11 @@ class ClientBase:
     _validator: LocalValidator
     _limits: SizeLimits
     _sample_rates: Mapping[str, float] | None
+    # Puts the event in the client's memory queue; False if it is full or the client closed.
+    # An attribute, not a method, so that Client can hand track() its buffer's `put` itself.
+    _put: Callable[[QueuedEvent], bool]
+    # whether track() calls `_queued` (AsyncClient: to start its sender); Client does not
+    _starts_sender = False
 
     def _fresh_accounting(self) -> None:
         """New counters, ledger and intake: at construction, and in a forked child."""
@@ -92,26 +97,18 @@ class ClientBase:
         if self._disabled:
             return ""
         queued = queue_event(
-            event,
-            properties,
-            version=version,
-            user_id=user_id,
-            anonymous_id=anonymous_id,
-            occurred_at=occurred_at,
-            context=context,
+            event, properties, version, user_id, anonymous_id, occurred_at, context
         )
-        if not self._intake.admit(queued):
+        intake = self._intake
+        if intake.checks and not intake.admit(queued):
             return queued.event_id
         if self._spool is not None:
-            self._intake.spool_and_queue(queued, self._enqueue, self._is_closed())
-        elif not self._enqueue(queued):
+            intake.spool_and_queue(queued, self._put, self._is_closed())
+        elif not self._put(queued):
             self._outcomes.not_queued(queued, closed=self._is_closed())
-        self._queued()
+        if self._starts_sender:
+            self._queued()
         return queued.event_id
-
-    def _enqueue(self, queued: QueuedEvent) -> bool:
-        """Put the event in the memory queue; False if it is full or the client closed."""
-        raise NotImplementedError
 
     def _is_closed(self) -> bool:
         raise NotImplementedError

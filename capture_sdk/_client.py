@@ -108,6 +108,7 @@ class Client(ClientBase):
         """Fresh queue, counters and worker thread: at construction, and in a forked child."""
         self._fresh_accounting()
         self._buffer: EventBuffer[QueuedEvent] = EventBuffer(*self._queue_sizes)
+        self._put = self._buffer.put
         self._worker = Worker(
             buffer=self._buffer,
             transport=self._transport,
@@ -130,9 +131,6 @@ class Client(ClientBase):
             return
         self._let_go_after_fork()
         self._start()
-
-    def _enqueue(self, queued: QueuedEvent) -> bool:
-        return self._buffer.put(queued)
 
     def _is_closed(self) -> bool:
         return self._buffer.closed

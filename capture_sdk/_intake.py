@@ -67,6 +67,8 @@ class Intake:
         self.outcomes = outcomes
         self.limits = limits
         self.spool = spool
+        # whether `admit` can say no at all: track() skips the call when it cannot
+        self.checks = self._validator.strict or bool(self._thresholds)
 
     def admit(self, queued: QueuedEvent) -> bool:
         """False if sampling leaves the event out (counted as `sampled_out`, not a drop).

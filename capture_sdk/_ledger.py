@@ -103,16 +103,25 @@ class Batch:
     def __init__(self, ledger: Ledger, events: list[QueuedEvent]) -> None:
         self._ledger = ledger
         self.events = events
-        self._pending = {id(e): e for e in events}  # guarded by the ledger's lock
+        # guarded by the ledger's lock. None: every event is pending. The map by id is made
+        # only when part of the batch is settled first (the usual batch is settled whole).
+        self._pending: dict[int, QueuedEvent] | None = None
 
     # called with the ledger's lock held
     def take(self, events: Sequence[QueuedEvent]) -> list[QueuedEvent]:
-        return [e for e in events if self._pending.pop(id(e), None) is not None]
+        pending = self._pending
+        if pending is None:
+            # list == compares item by item, identity first: C speed for the whole batch
+            if events == self.events:
+                self._pending = {}
+                return list(events)
+            pending = self._pending = {id(e): e for e in self.events}
+        return [e for e in events if pending.pop(id(e), None) is not None]
 
     def take_pending(self) -> list[QueuedEvent]:
-        pending = list(self._pending.values())
-        self._pending.clear()
-        return pending
+        pending = self._pending
+        self._pending = {}
+        return list(self.events) if pending is None else list(pending.values())
 
     # the senders' side
     @property
@@ -122,12 +131,17 @@ class Batch:
     def delivered(self, events: list[QueuedEvent], response: Response) -> None:
         """A 200 for `events` (one request): sent, except what the collector rejected."""
         sent, rejected = self.outcomes.read_result(events, response)
-        still = {id(e) for e in self._ledger._pending_of(self, events)}
+        taken = self._ledger._pending_of(self, events)
+        if len(taken) == len(events):  # the usual case: none of them settled yet
+            self.outcomes.count_result(sent, [d for _, d in rejected])
+            self._settle_on_disk(taken)
+            return
+        still = {id(e) for e in taken}
         self.outcomes.count_result(
             [e for e in sent if id(e) in still],
             [d for e, d in rejected if id(e) in still],
         )
-        self._settle_on_disk([e for e in events if id(e) in still])
+        self._settle_on_disk(taken)
 
     def drop(self, events: Sequence[QueuedEvent], reason: str, detail: str) -> None:
         """Dropped for good (refused, invalid, too large): counted, and its record settled."""

@@ -104,6 +104,8 @@ class Outcomes:
             # 200 means the collector acknowledged the batch; an odd body cannot undo that.
             log.warning("collector answered 200 with an unreadable body; counting all as sent")
             result = _BatchResult(accepted=len(events))
+        if not result.rejected:
+            return list(events), []
         rejected: dict[int, tuple[QueuedEvent, DroppedEvent]] = {}
         for rejection in result.rejected:
             if 0 <= rejection.index < len(events):
