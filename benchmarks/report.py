@@ -256,6 +256,7 @@ def markdown(results: dict[str, Any]) -> str:
         f" {_fmt(_get(results, 'soak', 'first_rss_mib'), 1)} ->"
         f" {_fmt(_get(results, 'soak', 'last_rss_mib'), 1)} |",
         *_cluster_lines(results.get("cluster")),
+        *_peer_lines(results.get("peers")),
         *_replay_lines(results.get("replay")),
         "",
         *_target_lines(results.get("targets", {}), results.get("previous")),
@@ -286,6 +287,39 @@ def _with_unit(value: Any, unit: str) -> str:
     if not isinstance(value, int | float):
         return "n/a"
     return f"{_fmt(value, 0 if abs(value) >= 1000 else 2)} {unit}"
+
+
+PEER_NAMES = {
+    "capture_sdk": "event-capture (ours)",
+    "capture_sdk_batch100": "event-capture, batches of 100",
+    "segment": "segment-analytics-python",
+    "posthog": "posthog",
+    "snowplow": "snowplow-tracker",
+}
+
+
+def _peer_lines(found: Any) -> list[str]:
+    """Our SDK beside the peers' own clients, same events, same stand-in sink."""
+    sdks = _get(found, "sdks")
+    if not isinstance(sdks, dict):
+        return []
+    ratios = _get(found, "ratios_ours_over_peer") or {}
+    lines = [
+        "",
+        f"| SDK, {_fmt(_get(found, 'events'))} events, same sink | track() mean / median / p99"
+        " µs | delivered events/s | wire bytes/event | ours ÷ peer: mean track() |"
+        " ours ÷ peer: events/s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, row in sdks.items():
+        mine = ratios.get(name) or {}
+        lines.append(
+            f"| {PEER_NAMES.get(name, name)} | {_fmt(row.get('track_mean_us'), 2)} /"
+            f" {_fmt(row.get('track_median_us'), 2)} / {_fmt(row.get('track_p99_us'), 1)} |"
+            f" {_fmt(row.get('delivered_eps'))} | {_fmt(row.get('body_bytes_per_event'))} |"
+            f" {_fmt(mine.get('track_mean_us'), 3)} | {_fmt(mine.get('delivered_eps'), 1)} |"
+        )
+    return lines
 
 
 def _cluster_lines(cluster: Any) -> list[str]:

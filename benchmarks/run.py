@@ -1,7 +1,8 @@
 """`make bench`: every benchmark in one run, so that the ratios between them mean something.
 
 validation -> HTTP ingest (file sink, then Kafka) -> Kafka's own ceiling -> replay engines ->
-naive baseline -> HTTP ingest and the ceiling on a three-broker cluster -> SDK -> memory soak;
+naive baseline -> HTTP ingest and the ceiling on a three-broker cluster -> SDK -> the peer
+SDKs -> memory soak;
 then targets (beside the previous run's), JSON, Markdown and plots under benchmarks/results/.
 Owns the lifetime of every process it starts (collectors, brokers, servers, load generator):
 none outlives the run. Must not measure anything itself: each stage lives in its own module.
@@ -29,6 +30,7 @@ from benchmarks import (
     ingest,
     kafka_ceiling,
     machine,
+    peers,
     plot,
     procs,
     profiler,
@@ -46,7 +48,9 @@ from devtools.kafka import KafkaBroker
 from devtools.kafka_cluster import KafkaCluster
 from devtools.ports import free_port
 
-STAGES = ("validation", "file", "kafka", "ceiling", "replay", "naive", "cluster", "sdk", "soak")
+STAGES = (
+    "validation", "file", "kafka", "ceiling", "replay", "naive", "cluster", "sdk", "peers", "soak",
+)  # fmt: skip
 # Where each stage's results go in latest.json (default: under the stage's name).
 RESULT_PATHS = {
     "file": ("http_ingest", "file"),
@@ -247,6 +251,9 @@ class Run:
         calls = 50_000 if self.quick else 200_000
         return sdk.run(track_calls=calls, delivery_events=calls, work_dir=self.work)
 
+    def peers(self) -> dict[str, Any]:
+        return peers.run(events=10_000 if self.quick else 50_000, work_dir=self.work)
+
     def soak(self, gen: LoadGenerator) -> dict[str, Any]:
         max_eps = _get_float(self.results, "http_ingest", "file", "max_sustained_eps")
         if not max_eps:
@@ -282,6 +289,7 @@ class Run:
                 self.stage("naive", lambda: self.naive(gen))
             self.stage("cluster", lambda: self.cluster(gen))
             self.stage("sdk", self.sdk)
+            self.stage("peers", self.peers)
             self.stage("soak", lambda: self.soak(gen))
 
     @contextlib.contextmanager

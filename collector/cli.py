@@ -2,7 +2,8 @@
 `capture replay` reads topics back (collector/replay builds its parser and runs it).
 
 Flags mirror the settings (`--kafka-bootstrap-servers` is CAPTURE_KAFKA_BOOTSTRAP_SERVERS);
-this module parses arguments and starts things, and holds no pipeline logic.
+this module parses arguments and starts things, and holds no pipeline logic. The HTTP server's
+modules are imported by `serve` alone: `capture replay` and `capture schemas` start without them.
 """
 
 from __future__ import annotations
@@ -14,16 +15,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from aiohttp import web
-
 from collector import replay
-from collector.app import RUNNER_OPTIONS, ServerSetupError, create_app, require_c_http_parser
-from collector.logs import configure_logging
 from collector.settings import FIELDS, Settings, SettingsError, env_var, load_settings
-from collector.shutdown import drain_timeout_s
 from collector.spark import archive
-from collector.startup import check_startup
-from collector.workers import run_workers
 from event_schemas import SchemaLoadError, check_registry, load_registry
 from event_schemas.codegen import PYTHON_OUT, TYPESCRIPT_OUT, python_source, typescript_source
 from event_schemas.docs import render_markdown
@@ -126,10 +120,6 @@ def render_docs(directory: str | None, out: str | None) -> int:
     return 0
 
 
-# What start-up raises for a setting that cannot work; each becomes one line and exit 2.
-STARTUP_ERRORS = (SettingsError, SchemaLoadError, ServerSetupError)
-
-
 def refuse_to_start(exc: Exception) -> int:
     """The one place a start-up error becomes `capture serve: <one line>` and exit code 2."""
     line = " ".join(str(exc).split())  # one line, whatever the message holds
@@ -140,13 +130,20 @@ def refuse_to_start(exc: Exception) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from collector.app import ServerSetupError, create_app, require_c_http_parser
+    from collector.logs import configure_logging
+    from collector.startup import check_startup
+    from collector.workers import run_workers
+
     overrides = {field: getattr(args, field) for field in FIELDS}
+    # what start-up raises for a setting that cannot work; each becomes one line and exit 2
+    startup_errors = (SettingsError, SchemaLoadError, ServerSetupError)
     try:
         settings = load_settings(os.environ, overrides)
         require_c_http_parser()
         create_app(settings)  # fail here, before forking, on a bad plan or sink setting
         check_startup(settings)  # the sink kind, data dir and listen address
-    except STARTUP_ERRORS as exc:
+    except startup_errors as exc:
         return refuse_to_start(exc)
     configure_logging(settings.log_level, settings.log_format)
     where = settings.data_dir if settings.sink_kind == "file" else settings.kafka_bootstrap_servers
@@ -182,6 +179,11 @@ def serve_one(settings: Settings, *, reuse_port: bool = False) -> int:
 
 
 def _run(settings: Settings, *, reuse_port: bool, on_listening: Callable[..., None]) -> None:
+    from aiohttp import web
+
+    from collector.app import RUNNER_OPTIONS, create_app
+    from collector.shutdown import drain_timeout_s
+
     web.run_app(
         create_app(settings),
         host=settings.host,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from collector import cli
+from collector import cli, startup
 from collector.cli import main
 from collector.settings import (
     FIELDS,
@@ -277,7 +277,7 @@ def test_a_port_taken_after_the_check_is_still_one_line_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clean_environment(monkeypatch, {"CAPTURE_DATA_DIR": str(tmp_path)})
-    monkeypatch.setattr(cli, "check_startup", lambda settings: None)  # lose the race
+    monkeypatch.setattr(startup, "check_startup", lambda settings: None)  # lose the race
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
         assert main(["serve", "--host", "127.0.0.1", "--port", str(port)]) == 2
