@@ -269,7 +269,10 @@ class _Chunker:
         appended alone, in the same chunk ("added"). Otherwise nothing is appended: at
         "boundary" the chunk would pass max_batch_bytes; at "single" an event is spooled,
         not JSON, or maybe too large."""
-        wires = [wire_event(e) for e in group if e.encoded is None]
+        try:
+            wires = [wire_event(e) for e in group if e.encoded is None]
+        except (TypeError, ValueError):
+            return "single"  # e.g. a context that is not a mapping: add() drops that one
         if len(wires) != len(group):
             return "single"  # spooled events are appended as encoded at track()
         buffer = self.buffer

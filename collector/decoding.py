@@ -302,6 +302,7 @@ def _parts_exceed_depth(events: list[WireEvent], body: bytes, max_json_depth: in
     parts: list[msgspec.Raw] = []
     append = parts.append
     last_context = None
+    last_brackets = repeated = 0  # brackets of the last context measured; of its repeats
     for event in events:
         if (
             event.timestamp is not None
@@ -316,7 +317,18 @@ def _parts_exceed_depth(events: list[WireEvent], body: bytes, max_json_depth: in
         if context is not last_context and context is not NULL and context != last_context:
             append(context)
             last_context = context
-    return exceeds_depth(b"".join(parts), max_json_depth)
+            text = bytes(context)
+            last_brackets = text.count(b"{") + text.count(b"[")
+        elif context is not NULL:
+            repeated += last_brackets
+    joined = b"".join(parts)
+    # Each bracket of the body is the envelope's (body, `batch`, each event), in a part above,
+    # or elsewhere: in a string, or in a value under a key sent twice (JSON keeps the last, so
+    # a deep first copy was never decoded). Any elsewhere: the whole body is measured.
+    expected = joined.count(b"{") + joined.count(b"[") + repeated + 2 + len(events)
+    if body.count(b"{") + body.count(b"[") != expected:
+        return exceeds_depth(body, max_json_depth + ENVELOPE_DEPTH)
+    return exceeds_depth(joined, max_json_depth)
 
 
 # The whole-request checks, shared by every envelope the collector accepts (native, Segment).

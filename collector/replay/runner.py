@@ -67,8 +67,11 @@ async def run_replay(
         await output.open()
     # the per-record objects die young; the dedup set and the plan live long, and a full
     # collection every few thousand records would walk them again and again
-    thresholds = gc.get_threshold()
-    gc.set_threshold(max(thresholds[0], GC_THRESHOLD), *thresholds[1:])
+    global _gc_replays, _gc_saved
+    if not _gc_replays:  # replays can overlap in one event loop: the last one out restores
+        _gc_saved = gc.get_threshold()
+        gc.set_threshold(max(_gc_saved[0], GC_THRESHOLD), *_gc_saved[1:])
+    _gc_replays += 1
     try:
         await source.open()
         progress = Progress(progress_to or sys.stderr, source.total)
@@ -93,7 +96,9 @@ async def run_replay(
         finally:
             progress.finish(summary.read)
     finally:
-        gc.set_threshold(*thresholds)
+        _gc_replays -= 1
+        if not _gc_replays:
+            gc.set_threshold(*_gc_saved)
         try:
             await source.close()
         finally:  # the output is closed (flushed, fsynced) even if the source failed to
@@ -114,6 +119,8 @@ class ReplayAborted(Unavailable):
 
 # Allocations between two young-generation collections while a replay runs (Python's is 700).
 GC_THRESHOLD = 50_000
+_gc_replays = 0  # run_replay calls running now
+_gc_saved: tuple[int, ...] = gc.get_threshold()  # the threshold before the first of them
 
 
 def _values(
