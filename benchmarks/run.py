@@ -142,8 +142,8 @@ class Run:
         work = self.work / f"collector-{label}"
         if bootstrap is None and self.broker is not None:
             bootstrap = self.broker.bootstrap_servers
-        # `capture serve --workers` is for the Kafka sink only (the file sink has one writer).
-        workers = self.args.workers if sink == "kafka" else None
+        # `capture serve --workers`: with the file sink each worker writes logs of its own.
+        workers = self.args.workers
         with run_collector(
             sink=sink, work_dir=work, bootstrap_servers=bootstrap, workers=workers
         ) as collector:
@@ -345,7 +345,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--workers",
         type=int,
         default=2,
-        help="CAPTURE_WORKERS of the Kafka-sink collector (default: 2, one per core)",
+        help="CAPTURE_WORKERS of the file- and Kafka-sink collectors (default: 2, one per core)",
     )
     parser.add_argument("--loadgen-workers", type=int, default=2, help="load generator processes")
     parser.add_argument("--gzip", action="store_true", help="send gzip bodies (default: plain)")

@@ -15,6 +15,8 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from collector.sinks.file import topic_logs
+
 READ_CHUNK_BYTES = 16 * 1024 * 1024
 VALUE_SAMPLE_LINES = 20_000
 # end_offsets can wait forever for a partition that does not exist (aiokafka says so).
@@ -34,10 +36,11 @@ def _count_lines(path: Path) -> int:
 
 
 def file_sink_lines(data_dir: Path) -> dict[str, int]:
-    """Lines per topic log (the dead-letter topic included, when anything was rejected)."""
+    """Lines per topic, summed over its partitions (one log per collector worker), the
+    dead-letter topic included when anything was rejected."""
     return {
-        path.name.removesuffix(".jsonl"): _count_lines(path)
-        for path in sorted(data_dir.glob("*.jsonl"))
+        topic: sum(_count_lines(path) for path in partitions.values())
+        for topic, partitions in sorted(topic_logs(data_dir).items())
     }
 
 
@@ -53,10 +56,16 @@ def check_counts(written: int, acknowledged: int) -> dict[str, Any]:
 
 
 def mean_value_bytes(data_dir: Path, *, sample_lines: int = VALUE_SAMPLE_LINES) -> float | None:
-    """Mean size of the record values (enriched events) in the file sink's logs."""
+    """Mean size of the record values (enriched events) in the file sink's logs (every
+    partition of every event topic, an equal share of the sample from each)."""
     decoder = msgspec.json.Decoder(_Line)
     sizes: list[int] = []
-    logs = [p for p in sorted(data_dir.glob("*.jsonl")) if not p.name.startswith("events._")]
+    logs = [
+        path
+        for topic, partitions in sorted(topic_logs(data_dir).items())
+        if not topic.startswith("events._")
+        for _, path in sorted(partitions.items())
+    ]
     for path in logs:
         with path.open("rb") as log:
             for n, line in enumerate(log):

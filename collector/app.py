@@ -29,7 +29,7 @@ from collector.ratelimit import RateLimiter
 from collector.reload import PlanHolder, build_plan, sighup_reload
 from collector.settings import Settings
 from collector.shutdown import ShutdownClock
-from collector.sinks import Sink, build_sink
+from collector.sinks import FileSink, Sink, build_sink
 from collector.sources import Sources, build_sources
 from event_schemas import SchemaRegistry, load_registry
 
@@ -79,10 +79,12 @@ def create_app(
     schemas: SchemaRegistry | None = None,
     reload_on_sighup: bool = True,
     environ: Mapping[str, str] | None = None,
+    worker: int = 0,
 ) -> web.Application:
     """The collector app. `schemas` is the first plan (default: loaded from settings); a
     reload (SIGHUP, or `collector.reload.reload_plan`) always reads `settings.schemas_dir`.
     `environ` (default: the process's) holds the write keys a source names in `key_env`.
+    `worker`: this process's index under `capture serve --workers` (the file sink's logs).
     """
     schemas = schemas if schemas is not None else load_registry(settings.schemas_dir)
     plan = build_plan(schemas, settings)
@@ -98,6 +100,9 @@ def create_app(
     app[keys.SETTINGS] = settings
     app[keys.PLAN] = PlanHolder(plan)
     metrics = app[keys.METRICS] = Metrics(registry or CollectorRegistry())
+    if sink is None and settings.sink_kind == "file":
+        # each worker appends to logs of its own: partition `worker` of every topic
+        sink = FileSink(settings.data_dir, writer=worker)
     app[keys.SINK] = (
         sink
         if sink is not None

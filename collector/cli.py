@@ -154,12 +154,15 @@ def serve(args: argparse.Namespace) -> int:
     )
     if settings.workers == 1:
         return serve_one(settings)
-    return run_workers(settings.workers, lambda _index: serve_one(settings, reuse_port=True))
+    return run_workers(
+        settings.workers, lambda index: serve_one(settings, reuse_port=True, worker=index)
+    )
 
 
-def serve_one(settings: Settings, *, reuse_port: bool = False) -> int:
+def serve_one(settings: Settings, *, reuse_port: bool = False, worker: int = 0) -> int:
     """Serve until stopped: 0; 2 (a refused start) only for an error before the listener
-    is up; 1 for one after it, which a worker supervisor restarts rather than stopping all."""
+    is up; 1 for one after it, which a worker supervisor restarts rather than stopping all.
+    `worker`: this process's index among the workers (a restart keeps it)."""
     listening = False
 
     def on_listening(*_message: object) -> None:
@@ -167,7 +170,7 @@ def serve_one(settings: Settings, *, reuse_port: bool = False) -> int:
         listening = True
 
     try:
-        _run(settings, reuse_port=reuse_port, on_listening=on_listening)
+        _run(settings, reuse_port=reuse_port, worker=worker, on_listening=on_listening)
     except OSError as exc:
         if listening:  # served, then failed (e.g. the sink's flush at shutdown): a crash
             log.exception("capture serve: stopped by an error after it started serving")
@@ -178,14 +181,16 @@ def serve_one(settings: Settings, *, reuse_port: bool = False) -> int:
     return 0
 
 
-def _run(settings: Settings, *, reuse_port: bool, on_listening: Callable[..., None]) -> None:
+def _run(
+    settings: Settings, *, reuse_port: bool, worker: int, on_listening: Callable[..., None]
+) -> None:
     from aiohttp import web
 
     from collector.app import RUNNER_OPTIONS, create_app
     from collector.shutdown import drain_timeout_s
 
     web.run_app(
-        create_app(settings),
+        create_app(settings, worker=worker),
         host=settings.host,
         port=settings.port,
         # run_app calls `print` once, after every site is listening (and before then runs

@@ -21,10 +21,8 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from aiohttp import web
-
-from collector import keys
 from collector.fanout import (
     RoutingConfig,
     check_topic_template,
@@ -38,6 +36,9 @@ from collector.routing import RouteTable, Topics
 from collector.settings import Settings, SettingsError, env_var
 from event_schemas import SchemaLoadError, SchemaRegistry, check_registry, load_registry
 from event_schemas.topics import topic_error
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +216,10 @@ async def reload_plan(app: web.Application) -> bool:
 
     Returns True when the new plan serves; on False the old one keeps serving.
     """
+    # imported here: the app's keys bring in aiohttp, which `capture replay` (importing
+    # build_plan through the Spark engine) does not need
+    from collector import keys
+
     holder = app[keys.PLAN]
     settings = app[keys.SETTINGS]
     metrics = app[keys.METRICS]

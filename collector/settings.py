@@ -56,7 +56,8 @@ class SettingsError(ValueError):
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: Port = 8080
-    # Processes sharing the port (SO_REUSEPORT); more than one needs the kafka sink.
+    # Processes sharing the port (SO_REUSEPORT). With the file sink each worker writes logs
+    # of its own (worker i: partition i of each topic, see collector/sinks/file.py).
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     # Which sink takes accepted events; unset means kafka when bootstrap servers are set,
     # else the embedded file sink. `memory` is for tests (`capture serve` refuses it).
@@ -166,10 +167,10 @@ def load_settings(
         raise SettingsError(
             f"{env_var('sink')}=kafka needs {env_var('kafka_bootstrap_servers')} (host:port,...)"
         )
-    if settings.workers > 1 and settings.sink_kind != "kafka":
+    if settings.workers > 1 and settings.sink_kind == "memory":
         raise SettingsError(
-            f"{env_var('workers')}={settings.workers} needs the kafka sink:"
-            f" the {settings.sink_kind} sink is owned by a single process"
+            f"{env_var('workers')}={settings.workers} needs the kafka or file sink:"
+            " the memory sink is owned by a single process"
         )
     return settings
 

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from collector.settings import Settings, SettingsError, env_var
-from collector.sinks.file import LOG_SUFFIX
+from collector.sinks.file import LOG_SUFFIX, LogLocked, lock_log, parse_log_name
 
 
 def check_startup(settings: Settings) -> None:
@@ -28,7 +28,7 @@ def check_startup(settings: Settings) -> None:
             " would not mean they are durable; use file or kafka"
         )
     if settings.sink_kind == "file":
-        check_data_dir(settings.data_dir)
+        check_data_dir(settings.data_dir, writers=settings.workers)
     if settings.demo:
         check_demo_bundle(settings.demo_bundle)
     check_listen_address(settings.host, settings.port, reuse_port=settings.workers > 1)
@@ -46,8 +46,9 @@ def check_demo_bundle(bundle: str) -> None:
     )
 
 
-def check_data_dir(data_dir: str) -> None:
-    """The file sink can create the directory, create files in it and append to its logs."""
+def check_data_dir(data_dir: str, *, writers: int = 1) -> None:
+    """The file sink can create the directory, create files in it and append to its logs,
+    and no other process writes the logs of the `writers` workers about to start."""
     path = Path(data_dir)
 
     def refuse(problem: str) -> SettingsError:
@@ -71,6 +72,24 @@ def check_data_dir(data_dir: str) -> None:
         # an existing topic log the sink could not reopen would fail every request for it
         if not log.is_file() or not os.access(log, os.R_OK | os.W_OK):
             raise refuse(f"{log.name} is not a file this process can read and append to")
+        parsed = parse_log_name(log.name)
+        if parsed is not None and parsed[1] < writers:
+            # the lock each worker's sink takes on its logs, tried and let go at once
+            try:
+                fd = os.open(log, os.O_RDONLY)
+            except OSError as exc:
+                raise refuse(f"{log.name}: {exc.strerror or exc}") from exc
+            try:
+                lock_log(fd, log)
+            except LogLocked as exc:
+                raise refuse(
+                    f"another process is writing {log.name} (a second collector on this"
+                    " data directory?): each log has one writer"
+                ) from exc
+            except OSError as exc:  # a file system without flock: the sink could not lock
+                raise refuse(f"{log.name} cannot be locked: {exc.strerror or exc}") from exc
+            finally:
+                os.close(fd)
 
 
 def check_listen_address(host: str, port: int, *, reuse_port: bool = False) -> None:

@@ -11,7 +11,6 @@ import asyncio
 import itertools
 import logging
 import re
-import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +19,12 @@ from typing import IO, Any
 import msgspec
 
 from collector.replay.errors import BadInput, Unavailable
-from collector.sinks.file import LogLine, topic_path
+from collector.sinks.file import LogLine, topic_logs, topic_path
 
 log = logging.getLogger(__name__)
 
 # Records handed over per batch; bounds memory and how often progress is redrawn.
 BATCH_RECORDS = 1_000
-# How long a getmany call waits for records before checking whether the replay stalled.
-POLL_MS = 200
 # Bytes of a file log read at a time (then cut into whole lines).
 READ_CHUNK_BYTES = 1 << 20
 # Batches of a file log parsed per trip to a worker thread.
@@ -111,7 +108,9 @@ class Source:
 
 
 class FileLogSource(Source):
-    """The file sink's `<data_dir>/<topic>.jsonl` logs: one partition (0) per topic."""
+    """The file sink's logs in `data_dir`: partition 0 of a topic is `<topic>.jsonl`, partition
+    i (collector worker i's) `<topic>@<i>.jsonl`; offsets are line numbers within each file, so
+    --from-offset/--to-offset bound every partition alike, as on Kafka."""
 
     def __init__(
         self,
@@ -122,31 +121,35 @@ class FileLogSource(Source):
         optional: Sequence[str] = (),
     ) -> None:
         """`optional`: topics read when they exist (a hot key's overflow lane), else skipped."""
+        self._data_dir = data_dir
         self._optional = frozenset(optional)
-        self._paths = [(topic, topic_path(data_dir, topic)) for topic in [*topics, *optional]]
+        self.topics = [*topics, *optional]  # in the order they are read
         self.selection = self._selection = selection
-        self._ends_bytes: list[int] = []
+        self._logs: list[tuple[str, int, Path, int]] = []
 
     async def open(self) -> None:
-        self._paths = [
-            (topic, path)
-            for topic, path in self._paths
-            if topic not in self._optional or path.is_file()
-        ]
-        for topic, path in self._paths:
-            if not path.is_file():
-                raise BadInput(f"unknown topic `{topic}`: no log at {path.name}")
-            # the size now is where this replay ends, even if the collector keeps appending
-            self._ends_bytes.append(path.stat().st_size)
+        found = topic_logs(self._data_dir)
+        for topic in self.topics:
+            partitions = found.get(topic, {})
+            if not partitions and topic in self._optional:
+                continue
+            if not partitions:
+                name = topic_path(self._data_dir, topic).name
+                raise BadInput(f"unknown topic `{topic}`: no log at {name}")
+            for partition, path in sorted(partitions.items()):
+                # the size now is where this replay ends, even if the collector keeps appending
+                self._logs.append((topic, partition, path, path.stat().st_size))
 
     @property
-    def logs(self) -> list[tuple[str, Path, int]]:
-        """(topic, path, end in bytes) of each log to read, in order; known once open."""
-        return [(t, p, end) for (t, p), end in zip(self._paths, self._ends_bytes, strict=True)]
+    def logs(self) -> list[tuple[str, int, Path, int]]:
+        """(topic, partition, path, end in bytes) of each log to read, in reading order: topics
+        in the order given, then partitions by number (KafkaSource's order, which dedup's
+        "first by (topic, partition, offset)" relies on); known once open."""
+        return list(self._logs)
 
     async def batches(self) -> AsyncIterator[list[Item]]:
-        for topic, path, end_bytes in self.logs:
-            lines = read_log(topic, path, end_bytes, self._selection)
+        for topic, partition, path, end_bytes in self.logs:
+            lines = read_log(topic, path, end_bytes, self._selection, partition=partition)
             # several batches per trip to the thread: the trips, not the reads, were the cost
             while batches := await asyncio.to_thread(_take, lines, BATCHES_PER_READ):
                 for batch in batches:
@@ -157,9 +160,12 @@ def _take(batches: Iterator[list[Item]], count: int) -> list[list[Item]]:
     return list(itertools.islice(batches, count))
 
 
-def read_log(topic: str, path: Path, end_bytes: int, selection: Selection) -> Iterator[list[Item]]:
-    """The records of one log up to `end_bytes`, in batches: the file log's one reading rule,
-    for this source and for the Spark engine's tasks. Offsets of broken lines are line numbers."""
+def read_log(
+    topic: str, path: Path, end_bytes: int, selection: Selection, *, partition: int = 0
+) -> Iterator[list[Item]]:
+    """The records of one log (partition `partition` of `topic`) up to `end_bytes`, in
+    batches: the file log's one reading rule, for this source and for the Spark engine's
+    tasks. Offsets of broken lines are line numbers."""
     decoder = msgspec.json.Decoder(LogLine)
     everything = selection.everything
     with path.open("rb") as log:
@@ -167,7 +173,7 @@ def read_log(topic: str, path: Path, end_bytes: int, selection: Selection) -> It
         for lines in _read_lines(log, end_bytes):
             for start in range(0, len(lines), BATCH_RECORDS):
                 part = lines[start : start + BATCH_RECORDS]
-                batch = _parse_lines(decoder, topic, offset, part)
+                batch = _parse_lines(decoder, topic, offset, part, partition)
                 offset += len(part)
                 if not everything:
                     batch = [
@@ -180,7 +186,11 @@ def read_log(topic: str, path: Path, end_bytes: int, selection: Selection) -> It
 
 
 def _parse_lines(
-    decoder: msgspec.json.Decoder[LogLine], topic: str, offset: int, lines: list[bytes]
+    decoder: msgspec.json.Decoder[LogLine],
+    topic: str,
+    offset: int,
+    lines: list[bytes],
+    partition: int = 0,
 ) -> list[Item]:
     """Whole lines (newline included) as records; `offset` is the first one's line number.
     All at once when every line is exactly one entry, else line by line to place the broken
@@ -204,23 +214,25 @@ def _parse_lines(
     except msgspec.DecodeError:
         entries = None
     if entries is None:  # a broken, blank or padded line, or one entry over several lines
-        return [_parse(decoder, topic, offset + i, line) for i, line in enumerate(lines)]
-    return [_record(topic, entry) for entry in entries]
+        return [_parse(decoder, topic, partition, offset + i, line) for i, line in enumerate(lines)]
+    return [_record(topic, partition, entry) for entry in entries]
 
 
-def _parse(decoder: msgspec.json.Decoder[LogLine], topic: str, offset: int, line: bytes) -> Item:
+def _parse(
+    decoder: msgspec.json.Decoder[LogLine], topic: str, partition: int, offset: int, line: bytes
+) -> Item:
     try:
         entry = decoder.decode(line)
     except msgspec.DecodeError as exc:
-        return Malformed(topic, 0, offset, f"not a log line: {exc}")
-    return _record(topic, entry)
+        return Malformed(topic, partition, offset, f"not a log line: {exc}")
+    return _record(topic, partition, entry)
 
 
-def _record(topic: str, entry: LogLine) -> SourceRecord:
+def _record(topic: str, partition: int, entry: LogLine) -> SourceRecord:
     key = entry.key
     return SourceRecord(
         topic,
-        0,
+        partition,
         entry.offset,
         entry.timestamp_ms,
         key.encode() if key is not None else None,
@@ -338,43 +350,23 @@ class KafkaSource(Source):
         """One partition at a time, topics in the order given, then partitions by number: the
         first record of an event_id met is the first by (topic, partition, offset), the rule
         dedup keeps in both engines, whatever order the broker would answer fetches in."""
+        from collector.replay.kafka_fetch import read_partition
+
+        keeps = None if self._selection.everything else self._selection.keeps
         rank = {topic: i for i, topic in enumerate(self.topics)}
         for tp in sorted(self._stops, key=lambda tp: (rank[tp.topic], tp.partition)):
-            self._consumer.resume(tp)
-            async for batch in self._partition(tp, self._stops[tp]):
+            start, stop = self.ranges[(tp.topic, tp.partition)]
+            records = read_partition(
+                self._consumer,
+                tp,
+                start,
+                stop,
+                keeps=keeps,
+                stall_s=self._stall_s,
+                batch_records=BATCH_RECORDS,
+            )
+            async for batch in records:
                 yield batch
-            self._consumer.pause(tp)
-
-    async def _partition(self, tp: Any, stop: int) -> AsyncIterator[list[Item]]:
-        consumer = self._consumer
-        everything, keeps = self._selection.everything, self._selection.keeps
-        last_progress = time.monotonic()
-        # position, not the last record: transaction markers also take offsets
-        while await consumer.position(tp) < stop:
-            fetched = await consumer.getmany(tp, timeout_ms=POLL_MS, max_records=BATCH_RECORDS)
-            records = fetched.get(tp, ())
-            if records and records[-1].offset >= stop:
-                records = [r for r in records if r.offset < stop]
-            if not everything:
-                records = [r for r in records if keeps(r.offset, r.timestamp)]
-            batch: list[Item] = [
-                SourceRecord(
-                    r.topic,
-                    r.partition,
-                    r.offset,
-                    r.timestamp,
-                    r.key,
-                    list(r.headers),
-                    r.value if r.value is not None else b"",
-                )
-                for r in records
-            ]
-            if not fetched and time.monotonic() - last_progress > self._stall_s:
-                raise Unavailable("broker unavailable (no records within the request timeout)")
-            yield batch
-            if fetched:
-                # stamped once the batch is written: a slow output (a paused pipe) is no stall
-                last_progress = time.monotonic()
 
     async def close(self) -> None:
         """Stop the consumer within the request timeout; a broker already gone is no error."""

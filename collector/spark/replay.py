@@ -268,12 +268,19 @@ def _kafka_frame(session: SparkSession, source: KafkaSource) -> DataFrame:
 
 
 def _file_frame(session: SparkSession, source: FileLogSource) -> DataFrame:
-    logs = [(i, topic, str(path), end) for i, (topic, path, end) in enumerate(source.logs)]
+    """One task per log file (a topic's partition), each row ordered as the source reads."""
+    order: dict[str, int] = {}
+    for i, topic in enumerate(source.topics):
+        order.setdefault(topic, i)
+    logs = [
+        (order[topic], topic, partition, str(path), end)
+        for topic, partition, path, end in source.logs
+    ]
     if not logs:
         return session.createDataFrame([], rows.ddl(rows.SOURCE))
     selection = source.selection
     listing = session.sparkContext.parallelize(logs, len(logs)).toDF(
-        "order int, topic string, path string, end_bytes bigint"
+        "order int, topic string, partition int, path string, end_bytes bigint"
     )
     frame = listing.mapInArrow(_read_stage(selection), rows.ddl(rows.SOURCE))
     parallelism = session.sparkContext.defaultParallelism
@@ -284,11 +291,11 @@ def _file_frame(session: SparkSession, source: FileLogSource) -> DataFrame:
 def _read_stage(selection: Selection) -> Stage:
     def read(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for listing in batches:
-            for order, topic, path, end in zip(
-                *(listing.column(n).to_pylist() for n in ("order", "topic", "path", "end_bytes")),
-                strict=True,
+            names = ("order", "topic", "partition", "path", "end_bytes")
+            for order, topic, partition, path, end in zip(
+                *(listing.column(n).to_pylist() for n in names), strict=True
             ):
-                for part in read_log(topic, Path(path), end, selection):
+                for part in read_log(topic, Path(path), end, selection, partition=partition):
                     yield rows.batch(rows.SOURCE, rows.source_columns((order, i) for i in part))
 
     return read

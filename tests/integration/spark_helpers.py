@@ -5,7 +5,8 @@ forty minutes under several keys, duplicated event_ids (twice and thrice, the sa
 copies with another position_ms so which copy dedup keeps shows in the output), undecodable
 values, a broken and a torn log line (file log), and a dead-letter topic written under a
 strict plan, some of whose letters the test plan accepts. Some letters share an event_id with
-a record of the main topic. Nothing here runs a replay.
+a record of the main topic. The file log has two partitions (two collector workers' logs).
+Nothing here runs a replay.
 """
 
 from __future__ import annotations
@@ -178,11 +179,15 @@ def build(
 
 
 def write_file_log(data_dir: Path, records: Sequence[Record], letters: Sequence[Record]) -> None:
-    """Through the real FileSink; the main log gets a broken line mid-log and a torn last line."""
+    """Through the real FileSink of two collector workers, so each topic has two partitions:
+    worker 1 takes the first half (partition 1, which gets a broken line at its end) and
+    the dead letters (partition 1 only), worker 0 the later half (partition 0, which ends in
+    a torn line). Partition 0 holds the later copies of duplicated ids: dedup must go by
+    (partition, offset), not by time."""
     from collector.sinks.file import FileSink
 
-    async def publish(batch: Sequence[Record]) -> None:
-        sink = FileSink(data_dir)
+    async def publish(batch: Sequence[Record], writer: int) -> None:
+        sink = FileSink(data_dir, writer=writer)
         await sink.start()
         try:
             assert await sink.publish(batch, timeout_s=30) == [Outcome.OK] * len(batch)
@@ -190,12 +195,11 @@ def write_file_log(data_dir: Path, records: Sequence[Record], letters: Sequence[
             await sink.stop()
 
     half = len(records) // 2
-    asyncio.run(publish([*records[:half], *letters]))
-    log_path = topic_path(data_dir, records[0].topic)
-    with log_path.open("ab") as log:
+    asyncio.run(publish([*records[:half], *letters], 1))
+    with topic_path(data_dir, records[0].topic, 1).open("ab") as log:
         log.write(b"this is no log line\n")
-    asyncio.run(publish(records[half:]))
-    with log_path.open("ab") as log:
+    asyncio.run(publish(records[half:], 0))
+    with topic_path(data_dir, records[0].topic).open("ab") as log:
         log.write(b'{"offset": 99999, "torn')
 
 

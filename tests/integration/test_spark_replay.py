@@ -267,5 +267,5 @@ def test_stdout(file_data: Backend, tmp_path: Path) -> None:
     assert summary, err
     counts = {k: int(v) for k, v in (p.split("=") for p in summary[0].split(": ", 1)[1].split())}
     assert counts == expected.counts
-    assert done.stdout.splitlines() == h.file_lines(one)  # the file log has one partition
+    assert done.stdout.splitlines() == h.file_lines(one)  # by (topic, partition, offset)
     assert expected.counts["written"] > 0

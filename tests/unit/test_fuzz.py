@@ -255,7 +255,10 @@ assert set(FIELD_VALUES) == set(WireEvent.__struct_fields__), "a new envelope fi
 @st.composite
 def native_events(draw: st.DrawFn) -> Any:
     """Mostly plausible events, some fields replaced (by their own kind of value or any JSON)."""
-    event = draw(st.sampled_from([track_played, page_viewed]))(event_id=str(uuid.uuid4()))
+    # ids drawn, not uuid4(): a derandomized run must send the same bytes every time (gzip'd
+    # bodies near the size caps answered 413 or not by the ids' luck, and the search's
+    # coverage check below failed in one run out of a few)
+    event = draw(st.sampled_from([track_played, page_viewed]))(event_id=str(draw(st.uuids())))
     event["occurred_at"] = draw(timestamps)
     for name in draw(st.lists(st.sampled_from(sorted(FIELD_VALUES)), max_size=4, unique=True)):
         choice = draw(st.integers(0, 9))
@@ -307,7 +310,7 @@ def segment_messages(draw: st.DrawFn) -> Any:
         "previousId": "p-1",
     }
     if draw(st.booleans()):
-        message["messageId"] = str(uuid.uuid4())
+        message["messageId"] = str(draw(st.uuids()))
     for name in draw(st.lists(st.sampled_from(sorted(SEGMENT_FIELDS)), max_size=4, unique=True)):
         if draw(st.integers(0, 4)) == 0:
             message.pop(name, None)
@@ -489,8 +492,7 @@ def requests(draw: st.DrawFn) -> Sent:
         headers.append((name, draw(st.just(value) | byte_noise)))
     hang_up = None
     if draw(st.integers(0, 99)) < 6:
-        # a share of the body, not a byte count: gzip of random ids varies in length, and
-        # hypothesis needs the same draws on a replay
+        # a share of the body, not a byte count: the body's length depends on earlier draws
         hang_up = len(body) * draw(st.integers(0, 99)) // 100
     return Sent(method, path, headers, body, events, hang_up)
 

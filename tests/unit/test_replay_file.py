@@ -412,3 +412,127 @@ def test_progress_only_on_a_terminal() -> None:
     assert "replay: 5/10 (50%)" in terminal.getvalue()
     assert "ETA" in terminal.getvalue()
     assert "replay: 10/10 (100%)" in terminal.getvalue()
+
+
+# ---- partitions: one log per collector worker (issue #17) ----------------------------------
+
+
+async def write_as(data_dir: Path, writer: int, records: Sequence[Record]) -> None:
+    """Through the real sink of collector worker `writer` (partition `writer` of each topic)."""
+    sink = FileSink(data_dir, writer=writer)
+    await sink.start()
+    try:
+        assert await sink.publish(records, timeout_s=10) == [Outcome.OK] * len(records)
+    finally:
+        await sink.stop()
+
+
+def positions(path: Path) -> list[tuple[int, int, str, int]]:
+    """(partition, offset, event_id, position_ms) of each line of a --with-metadata output."""
+    return [
+        (
+            v["partition"],
+            v["offset"],
+            v["value"]["event_id"],
+            v["value"]["properties"]["position_ms"],
+        )
+        for v in values(path)
+    ]
+
+
+async def test_replay_reads_every_partition_in_order(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    topic = "ev.track_played"
+
+    def copy(at_ms: int, event_id: str, position_ms: int) -> Record:
+        properties = {"track_id": "t", "position_ms": position_ms}
+        return event_record("ev.", at_ms, event_id=event_id, properties=properties)
+
+    a, b, c = (str(uuid.uuid4()) for _ in range(3))
+    # worker 1 received the later copies of a and b first in time: dedup still keeps the
+    # first by (partition, offset), as on Kafka, not the earliest timestamp
+    await write_as(data, 1, [copy(0, b, 10), copy(1, c, 11), copy(2, a, 12)])
+    await write_as(data, 0, [copy(5, a, 0), copy(6, b, 1)])
+    out = tmp_path / "all.jsonl"
+    args = ["--data-dir", str(data), "--topic", topic, "--with-metadata", "--out", str(out)]
+    code, counts, err = await run(*args)
+    assert code == 0, err
+    assert positions(out) == [
+        (0, 0, a, 0),
+        (0, 1, b, 1),
+        (1, 0, b, 10),
+        (1, 1, c, 11),
+        (1, 2, a, 12),
+    ]
+    assert counts["read"] == 5
+
+    code, counts, err = await run(*args, "--dedup")
+    assert code == 0, err
+    assert positions(out) == [(0, 0, a, 0), (0, 1, b, 1), (1, 1, c, 11)]
+    assert counts["deduplicated"] == 2
+
+    # offsets bound each partition alike (Kafka's --from-offset/--to-offset)
+    code, counts, err = await run(*args, "--from-offset", "1", "--to-offset", "2")
+    assert code == 0, err
+    assert positions(out) == [(0, 1, b, 1), (1, 1, c, 11)]
+
+
+async def test_a_topic_only_a_later_worker_wrote_is_known(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    records = [event_record("ev.", i) for i in range(2)]
+    await write_as(data, 3, records)
+    out = tmp_path / "out.jsonl"
+    args = ["--data-dir", str(data), "--topic", "ev.track_played", "--with-metadata"]
+    code, counts, err = await run(*args, "--out", str(out))
+    assert code == 0, err
+    assert [(v["partition"], v["offset"]) for v in values(out)] == [(3, 0), (3, 1)]
+    assert counts["read"] == 2
+    code, _, err = await run("--data-dir", str(data), "--topic", "ev.nope")
+    assert code == 2
+    assert "unknown topic `ev.nope`: no log at ev.nope.jsonl" in err
+
+
+async def test_broken_and_torn_lines_in_a_later_partition(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    topic = "ev.track_played"
+    await write_as(data, 0, [event_record("ev.", 0)])
+    await write_as(data, 1, [event_record("ev.", i) for i in range(1, 4)])
+    later = topic_path(data, topic, 1)
+    with later.open("ab") as log:
+        log.write(b"this is no log line\n")
+    await write_as(data, 1, [event_record("ev.", 4)])
+    with later.open("ab") as log:
+        log.write(b'{"offset": 5, "torn')  # a crash before the fsync: never acknowledged
+    out = tmp_path / "out.jsonl"
+    args = ["--data-dir", str(data), "--topic", topic, "--with-metadata", "--out", str(out)]
+    code, counts, err = await run(*args)
+    assert code == 0, err
+    # the broken line is reported where it is; the torn one is not there yet
+    assert f"malformed {topic}[1]@3: not a log line" in err
+    assert (counts["read"], counts["malformed"], counts["written"]) == (6, 1, 5)
+    assert [(v["partition"], v["offset"]) for v in values(out)] == [
+        (0, 0),
+        (1, 0),
+        (1, 1),
+        (1, 2),
+        (1, 4),
+    ]
+    # the worker that wrote it, restarted, drops the torn line and goes on after the rest
+    await write_as(data, 1, [event_record("ev.", 5)])
+    code, counts, err = await run(*args)
+    assert code == 0, err
+    assert [(v["partition"], v["offset"]) for v in values(out)][-2:] == [(1, 4), (1, 5)]
+    assert counts["malformed"] == 1
+
+
+async def test_a_single_log_per_topic_reads_as_partition_0(
+    file_backend: FileBackend, tmp_path: Path
+) -> None:
+    # a data dir of the one-writer collector (and every data dir before workers) as before
+    await file_backend.write([event_record("ev.", i) for i in range(3)])
+    assert sorted(p.name for p in file_backend.data_dir.iterdir()) == ["ev.track_played.jsonl"]
+    out = tmp_path / "out.jsonl"
+    args = [*file_backend.source_args(), "--topic", "ev.track_played", "--with-metadata"]
+    code, _, err = await run(*args, "--out", str(out))
+    assert code == 0, err
+    assert [(v["partition"], v["offset"]) for v in values(out)] == [(0, 0), (0, 1), (0, 2)]

@@ -104,11 +104,12 @@ def test_schemas_check_fails_on_a_bad_plan(
     assert "no schema files" in capsys.readouterr().err
 
 
-def test_several_workers_need_the_kafka_sink() -> None:
-    with pytest.raises(SettingsError, match="CAPTURE_WORKERS=2 needs the kafka sink"):
-        load_settings({"CAPTURE_WORKERS": "2"})
+def test_several_workers_need_the_kafka_or_the_file_sink() -> None:
+    with pytest.raises(SettingsError, match="CAPTURE_WORKERS=2 needs the kafka or file sink"):
+        load_settings({"CAPTURE_WORKERS": "2", "CAPTURE_SINK": "memory"})
     settings = load_settings({"CAPTURE_WORKERS": "2", "CAPTURE_KAFKA_BOOTSTRAP_SERVERS": "k:9092"})
     assert settings.workers == 2
+    assert load_settings({"CAPTURE_WORKERS": "2"}).workers == 2  # the file sink, one log each
 
 
 # Issue 12: every bad setting stops start-up with exit 2 and one line naming it. Each field
