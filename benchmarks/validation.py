@@ -129,7 +129,7 @@ def measure(schemas: SchemaRegistry, *, invalid_every: int, duration_s: float) -
         "bound_events_per_s": BATCH_SIZE / bound_s,
         "pipeline_events_per_s": BATCH_SIZE / pipeline_s,
         "ratio": bound_s / pipeline_s,
-        # which of decode_batch's tries decoded the body (strict: the SDKs' form)
+        # which of decode_batch's tries decoded the body (typed, or raw when an envelope is off)
         "decode_path": decode_batch(body).path,
         "stage_us_per_event": _stages(body, schemas, table, duration_s / 4),
     }

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections.abc import Callable
-from typing import TypeVar, cast
+from typing import TypeVar
 
 import msgspec
 from aiohttp import web
@@ -34,7 +34,7 @@ from collector.limits import (
     exceeds_depth,
     is_utf8,
 )
-from collector.model import NULL, RawBatch, StrictBatch, TypedBatch, WireEvent
+from collector.model import RawBatch, TypedBatch, WireEvent
 
 T = TypeVar("T")
 
@@ -46,9 +46,8 @@ GZIP_MAGIC = b"\x1f\x8b"
 # body could make the loop build ~50,000 of them. Clients that concatenate need only a few.
 MAX_GZIP_MEMBERS = 32
 
-# decode_batch's three tries, fastest first (DecodedBatch.path names the one that decoded)
-STRICT, TYPED, RAW = "strict", "typed", "raw"
-_strict_decoder = msgspec.json.Decoder(StrictBatch)
+# decode_batch's two tries (DecodedBatch.path names the one that decoded)
+TYPED, RAW = "typed", "raw"
 _typed_decoder = msgspec.json.Decoder(TypedBatch)
 _raw_decoder = msgspec.json.Decoder(RawBatch)
 
@@ -221,7 +220,7 @@ class DecodedBatch:
         events: list[WireEvent] | None,
         raw: list[msgspec.Raw] | None,
         sent_at: str | None = None,  # the client's send time as sent; enrichment checks it
-        path: str = "",  # which of decode_batch's tries decoded it: strict, typed or raw
+        path: str = "",  # which of decode_batch's tries decoded it: typed or raw
     ):
         self.body = body
         self.events = events
@@ -245,32 +244,13 @@ def decode_batch(
     max_events: int = DEFAULT_MAX_BATCH_EVENTS,
     max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
 ) -> DecodedBatch:
-    """A typed pass over the whole body; only if an envelope is bad, split it raw instead.
+    """One typed pass over the whole body; only if an envelope is bad, split it raw instead.
 
     `max_json_depth` bounds every event's properties and context (they are passed on as
     bytes, so nothing else would bound what consumers downstream must parse).
-
-    Three tries, each taken only when the one before fails validation (same verdicts and
-    records whichever decodes; tests/unit/test_fast_path_differential.py checks that):
-    1. strict: no unknown field anywhere in the envelope. Then only `properties`, `context`
-       and server-owned fields can nest, so only their bytes are measured for depth (what the
-       SDKs send: the usual case, and the cheapest).
-    2. lax typed: unknown fields are dropped; the whole body is measured for depth.
-    3. raw: the batch split into each event's bytes, for validation to decode one by one.
     """
     require_utf8(body)
     try:
-        try:
-            strict = _strict_decoder.decode(body)
-        except msgspec.ValidationError:
-            strict = None
-        if strict is not None:
-            # a StrictWireEvent is a WireEvent; the list is never appended to
-            events = cast("list[WireEvent]", strict.batch)
-            if _parts_exceed_depth(events, body, max_json_depth):
-                raise too_deep(max_json_depth)
-            require_batch_size(len(events), max_events)
-            return DecodedBatch(body, events, None, strict.sent_at, STRICT)
         typed = _typed_decoder.decode(body)
         batch = DecodedBatch(body, typed.batch, None, typed.sent_at, TYPED)
     except msgspec.ValidationError:
@@ -286,49 +266,6 @@ def decode_batch(
     require_depth(body, max_json_depth, ENVELOPE_DEPTH)
     require_batch_size(len(batch), max_events)
     return batch
-
-
-def _parts_exceed_depth(events: list[WireEvent], body: bytes, max_json_depth: int) -> bool:
-    """`require_depth`'s answer for a body that decoded strictly, from fewer bytes.
-
-    With no unknown field, the envelope's own levels are fixed (body, `batch`, event) and its
-    typed fields are scalars: the body nests too deep exactly when some `properties` or
-    `context` does. Their bytes are measured as one concatenation (each is a whole JSON
-    value, so its depth is the deepest part's); a context equal to the one before it (an SDK
-    sends the same context with every event) is measured once. A server-owned field the
-    client sent anyway (`timestamp` decodes as any JSON) sends the whole body to the full
-    check instead.
-    """
-    parts: list[msgspec.Raw] = []
-    append = parts.append
-    last_context = None
-    last_brackets = repeated = 0  # brackets of the last context measured; of its repeats
-    for event in events:
-        if (
-            event.timestamp is not None
-            or event.sent_at is not NULL
-            or event.received_at is not NULL
-            or event.ip is not NULL
-            or event.user_agent is not NULL
-        ):
-            return exceeds_depth(body, max_json_depth + ENVELOPE_DEPTH)
-        append(event.properties)
-        context = event.context
-        if context is not last_context and context is not NULL and context != last_context:
-            append(context)
-            last_context = context
-            text = bytes(context)
-            last_brackets = text.count(b"{") + text.count(b"[")
-        elif context is not NULL:
-            repeated += last_brackets
-    joined = b"".join(parts)
-    # Each bracket of the body is the envelope's (body, `batch`, each event), in a part above,
-    # or elsewhere: in a string, or in a value under a key sent twice (JSON keeps the last, so
-    # a deep first copy was never decoded). Any elsewhere: the whole body is measured.
-    expected = joined.count(b"{") + joined.count(b"[") + repeated + 2 + len(events)
-    if body.count(b"{") + body.count(b"[") != expected:
-        return exceeds_depth(body, max_json_depth + ENVELOPE_DEPTH)
-    return exceeds_depth(joined, max_json_depth)
 
 
 # The whole-request checks, shared by every envelope the collector accepts (native, Segment).

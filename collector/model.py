@@ -63,21 +63,6 @@ class TypedBatch(msgspec.Struct, gc=False):
     sent_at: str | None = None
 
 
-class StrictWireEvent(WireEvent, forbid_unknown_fields=True):
-    """A WireEvent whose envelope holds no unknown field (what the SDKs send).
-
-    The same fields in the same order, so it encodes exactly as a WireEvent does; only its
-    decoding is stricter (decoding.decode_batch's first try).
-    """
-
-
-class StrictBatch(msgspec.Struct, gc=False, forbid_unknown_fields=True):
-    """`POST /v1/batch` with no unknown field in the envelope or any event."""
-
-    batch: list[StrictWireEvent]
-    sent_at: str | None = None
-
-
 class RawBatch(msgspec.Struct, gc=False):
     """`POST /v1/batch` split into raw events, so that one bad envelope fails alone."""
 

@@ -1,6 +1,7 @@
-"""Review of issue 17's strict decode: a body that nests too deep is refused 400 too_deep
-even when the deep value sits under a key sent twice (JSON keeps the last one, so the
-decoded event never holds the deep copy, but the body as sent still nests too deep)."""
+"""Review of issue 17's strict decode (since removed; these now guard decode_batch itself):
+a body that nests too deep is refused 400 too_deep even when the deep value sits under a key
+sent twice (JSON keeps the last one, so the decoded event never holds the deep copy, but the
+body as sent still nests too deep)."""
 
 from __future__ import annotations
 
