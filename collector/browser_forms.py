@@ -16,8 +16,9 @@ import msgspec
 from aiohttp import web
 
 from collector import headers
-from collector.decoding import check_content_type, decode_envelope, require_utf8
+from collector.decoding import decode_envelope, require_utf8
 from collector.errors import BadRequest, CollectorError, Unauthorized, UnsupportedMediaType
+from collector.request_body import check_content_type
 from collector.sources import KeyEntry
 
 QUERY_KEY = "write_key"

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from collector import auth, browser_forms, headers, keys
 from collector.client_ip import RequestContext
-from collector.decoding import decode_batch, read_body
+from collector.decoding import decode_batch
 from collector.enrichment import enrich
 from collector.errors import (
     CollectorError,
@@ -30,6 +30,7 @@ from collector.errors import (
 from collector.metrics import SCRAPE_CONTENT_TYPE
 from collector.model import BatchResponse, ErrorBody, Rejected
 from collector.reload import Plan
+from collector.request_body import read_body
 from collector.routing import route
 from collector.sinks.base import Outcome
 from collector.sources import KeyEntry

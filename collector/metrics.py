@@ -21,7 +21,6 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-UNKNOWN_EVENT_LABEL = "_unknown"
 # prometheus_client's own switch for multiprocess mode (`capture serve --workers N`).
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 SCRAPE_CONTENT_TYPE = CONTENT_TYPE_LATEST

@@ -30,7 +30,6 @@ from collector.fanout import (
     render_topic,
 )
 from collector.hotkeys import overflow_topic
-from collector.metrics import UNKNOWN_EVENT_LABEL, Metrics
 from collector.model import WireEvent
 from collector.routing import RouteTable, Topics
 from collector.settings import Settings, SettingsError, env_var
@@ -40,7 +39,13 @@ from event_schemas.topics import topic_error
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from collector.metrics import Metrics
+
 log = logging.getLogger(__name__)
+
+# The metrics label of an event name or version the plan does not have: a bounded label set
+# whatever clients send.
+UNKNOWN_EVENT_LABEL = "_unknown"
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,10 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiokafka.errors as errors
+from aiokafka.protocol.fetch import FetchRequest
+from aiokafka.record.memory_records import MemoryRecords
+
 from collector.replay.errors import Unavailable
 from collector.replay.sources import Item, SourceRecord
 
@@ -91,9 +95,6 @@ class _OutOfRange(Exception):
 async def _fetch(consumer: Any, tp: Any, position: int, stall_s: float) -> bytes:
     """The record bytes the partition's leader returns from `position`; b"" when none came
     (nothing yet, a leader change, a failed request: after a pause, the caller asks again)."""
-    import aiokafka.errors as errors
-    from aiokafka.protocol.fetch import FetchRequest
-
     client = consumer._client
     node = client.cluster.leader_for_partition(tp)
     if node is None or node == -1:
@@ -136,12 +137,10 @@ async def _earliest(consumer: Any, tp: Any, position: int, stall_s: float) -> in
     """Where to go on when `position` is out of range: records before it were deleted
     (retention) while the replay ran, and, as the consumer reset to the earliest offset, the
     read goes on from the partition's first record. Any other case is an error."""
-    from aiokafka.errors import KafkaError
-
     try:
         async with asyncio.timeout(stall_s):
             earliest: int = (await consumer.beginning_offsets([tp]))[tp]
-    except (KafkaError, TimeoutError) as exc:
+    except (errors.KafkaError, TimeoutError) as exc:
         raise Unavailable(f"broker unavailable: {exc!r}") from exc
     if earliest <= position:
         raise Unavailable(f"offset {position} of {tp.topic}[{tp.partition}] is out of range")
@@ -150,8 +149,6 @@ async def _earliest(consumer: Any, tp: Any, position: int, stall_s: float) -> in
 
 def _batches(data: bytes, position: int) -> tuple[list[Any], int]:
     """The record batches of fetched bytes (headers only read) and the offset after them."""
-    from aiokafka.record.memory_records import MemoryRecords
-
     batches = []
     records = MemoryRecords(data)
     after = position

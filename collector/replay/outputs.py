@@ -263,7 +263,7 @@ class TopicOutput(Output):
             if not retry:
                 return ok
             if time.monotonic() >= deadline:
-                raise Unavailable("broker unavailable", written=ok)
+                raise Unavailable(self._sink.unavailable_reason(), written=ok)
             await asyncio.sleep(RETRY_PAUSE_S)
             records = retry
 

@@ -46,6 +46,11 @@ class Sink(abc.ABC):
     async def publish(self, records: Sequence[Record], *, timeout_s: float) -> list[Outcome]:
         """Return one outcome per record, in order, within `timeout_s`."""
 
+    def unavailable_reason(self) -> str:
+        """Why records were not accepted, in words for an operator (replay prints it when a
+        republish gives up); a sink that knows more than "unavailable" says it here."""
+        return f"the {self.name} sink is unavailable"
+
     @abc.abstractmethod
     async def ready(self) -> bool:
         """Whether a publish now could succeed (drives /readyz)."""

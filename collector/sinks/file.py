@@ -194,6 +194,11 @@ class FileSink(Sink):
             topic_log.close()  # closing the last descriptor releases the lock
         self._logs.clear()
 
+    def unavailable_reason(self) -> str:
+        if self._conflict is not None:
+            return str(self._conflict)
+        return f"the file sink could not write to {self.data_dir} (see its log)"
+
     async def ready(self) -> bool:
         return (
             self._conflict is None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,10 +20,11 @@ from aiokafka.errors import KafkaError
 
 from collector.sinks.base import Outcome, Record, Sink
 from collector.sinks.kafka_batches import (
+    KEY_HASHES,
     PartitionQueue,
     ProducerGone,
+    key_hash,
     outcome_of,
-    partition_index,
     read_failed_batches,
     sender_failure,
 )
@@ -175,6 +177,9 @@ class KafkaSink(Sink):
         if producer is not None:
             await _stop_producer(producer, STOP_TIMEOUT_S if timeout_s is None else timeout_s)
 
+    def unavailable_reason(self) -> str:
+        return "broker unavailable"
+
     async def ready(self) -> bool:
         if not self._check_producer():  # being (re)started, or its sender just died
             return False
@@ -204,6 +209,7 @@ class KafkaSink(Sink):
         if producer is None or not records or self.unavailable or not self._check_producer():
             return outcomes
         pending: list[tuple[int, asyncio.Future[Outcome]]] = []
+        hashes = KEY_HASHES
         try:
             async with asyncio.timeout(timeout_s):
                 routes: dict[str, list[PartitionQueue]] = {}
@@ -213,7 +219,13 @@ class KafkaSink(Sink):
                         queues = routes[record.topic] = await self._queues_for(
                             producer, record.topic
                         )
-                    placed = queues[partition_index(record.key, len(queues))].append(record)
+                    key = record.key  # partition_index, inlined
+                    if key is None:
+                        queue = queues[random.randrange(len(queues))]
+                    else:
+                        hashed = hashes.get(key)
+                        queue = queues[(key_hash(key) if hashed is None else hashed) % len(queues)]
+                    placed = queue.append(record)
                     if isinstance(placed, Outcome):
                         outcomes[index] = placed
                     else:

@@ -24,23 +24,28 @@ log = logging.getLogger(__name__)
 # Keys are user ids, which repeat: caching their murmur2 (pure Python in aiokafka) saves most
 # of the partitioning cost. Cleared when full, so memory stays bounded.
 _HASH_CACHE_MAX = 65_536
-_hash_cache: dict[bytes, int] = {}
+KEY_HASHES: dict[bytes, int] = {}  # key -> murmur2 hash; read by KafkaSink.publish
+
+
+def key_hash(key: bytes) -> int:
+    """The Java client's default partitioner's hash of a key: murmur2, positive. Cached."""
+    hashed = KEY_HASHES.get(key)
+    if hashed is None:
+        if len(KEY_HASHES) >= _HASH_CACHE_MAX:
+            KEY_HASHES.clear()
+        hashed = KEY_HASHES[key] = murmur2(key) & 0x7FFFFFFF
+    return hashed
 
 
 def partition_index(key: bytes | None, count: int) -> int:
     """The Java client's default partitioner: murmur2 of the key, positive, modulo count.
 
     Returns an index into the topic's partitions in ascending order; keyless records go to
-    a random partition.
+    a random partition. (KafkaSink.publish inlines this with the same cache.)
     """
     if key is None:
         return random.randrange(count)
-    hashed = _hash_cache.get(key)
-    if hashed is None:
-        if len(_hash_cache) >= _HASH_CACHE_MAX:
-            _hash_cache.clear()
-        hashed = _hash_cache[key] = murmur2(key) & 0x7FFFFFFF
-    return hashed % count
+    return key_hash(key) % count
 
 
 class ProducerGone(KafkaError):  # type: ignore[misc]  # aiokafka ships no type hints
@@ -101,7 +106,13 @@ def outcome_of(exc: BaseException | None) -> Outcome:
 
 
 class PartitionQueue:
-    """The open batch of one topic-partition, the sealed ones behind it, and their sender."""
+    """The open batch of one topic-partition, the sealed ones behind it, and their sender.
+
+    Records go into the open batch through its C builder directly (aiokafka's BatchBuilder
+    wrapper adds three Python calls per record); the queue counts them itself and hands the
+    count to the wrapper when the batch is sealed, before aiokafka reads it for the batch's
+    sequence numbers (idempotence).
+    """
 
     def __init__(
         self, producer: Any, topic: str, partition: int, *, max_pending_batches: int
@@ -110,43 +121,59 @@ class PartitionQueue:
         self._topic = topic
         self._partition = partition
         self._max_pending = max_pending_batches
-        # (builder, future of its outcome); the last one is open for appends
+        # (builder, future of its outcome), sealed, oldest first; the open one is not in here
         self._batches: collections.deque[tuple[Any, asyncio.Future[Outcome]]] = collections.deque()
+        self._open: Any = None  # aiokafka's BatchBuilder of the open batch
+        self._open_append: Any = None  # its C builder's append
+        self._open_count = 0
+        self._open_future: asyncio.Future[Outcome] | None = None
         self._sender: asyncio.Task[None] | None = None
 
     def append(self, record: Record) -> asyncio.Future[Outcome] | Outcome:
         """Add a record; returns the future of its batch, or an outcome when refused."""
-        if self._batches:
-            open_builder, open_future = self._batches[-1]
-            if self._add(open_builder, record):
-                return open_future
+        add = self._open_append
+        if add is not None:
+            count = self._open_count
+            if (
+                add(count, record.timestamp_ms, record.key, record.value, record.headers)
+                is not None
+            ):
+                self._open_count = count + 1
+                return self._open_future  # type: ignore[return-value]  # set with _open
+            self._seal()
         if len(self._batches) >= self._max_pending:
             return Outcome.RETRIABLE
         builder = self._producer.create_batch()
-        if not self._add(builder, record):
+        add = builder._builder.append
+        if add(0, record.timestamp_ms, record.key, record.value, record.headers) is None:
             log.error("record of %d bytes does not fit an empty batch", len(record.value))
             return Outcome.FATAL
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._batches.append((builder, future))
+        self._open, self._open_append, self._open_count = builder, add, 1
+        self._open_future = future
         if self._sender is None:
             self._sender = asyncio.create_task(self._send_all(), name=f"kafka-{self._topic}")
         return future
 
-    @staticmethod
-    def _add(builder: Any, record: Record) -> bool:
-        metadata = builder.append(
-            timestamp=record.timestamp_ms,
-            key=record.key,
-            value=record.value,
-            headers=record.headers,
-        )
-        return metadata is not None
+    def _seal(self) -> None:
+        """Close the open batch and queue it for its sender."""
+        builder, future = self._open, self._open_future
+        if builder is None or future is None:
+            return
+        builder._relative_offset = self._open_count  # what aiokafka's record_count() reads
+        builder.close()
+        self._batches.append((builder, future))
+        self._open = self._open_append = self._open_future = None
+        self._open_count = 0
 
     async def _send_all(self) -> None:
         try:
-            while self._batches:
+            while True:
+                if not self._batches:
+                    self._seal()  # the open batch goes once the one before it is answered
+                if not self._batches:
+                    break
                 builder, future = self._batches.popleft()
-                builder.close()
                 outcome = await self._send(builder)
                 if not future.done():
                     future.set_result(outcome)
@@ -177,6 +204,7 @@ class PartitionQueue:
 
     def fail_all(self, outcome: Outcome) -> None:
         """Answer everything still queued (the sink stops, or its producer was replaced)."""
+        self._seal()
         while self._batches:
             _, future = self._batches.popleft()
             if not future.done():

@@ -60,11 +60,15 @@ async def test_concurrent_requests_share_batches_and_keep_per_key_order(
         assert all(outcomes == [Outcome.OK] * 10 for outcomes in results)
         # 40 requests x up to 3 partitions each would be 120 batches unshared
         assert sent_batches < 40
+        partition_count = len(await producer.partitions_for(topic))
     finally:
         await sink.stop()
 
     records = await consume(kafka_broker.bootstrap_servers, [topic], expected=401)
     assert len(records) == 401
+    assert partition_count == 3  # the harness's default, so the next check means something
+    # each record is where the Java client's partitioner puts its key
+    assert all(m.partition == partition_index(m.key, partition_count) for m in records)
     # within one request, records of one key keep their order (across requests there is none)
     by_request_and_key: dict[tuple[int, bytes], list[int]] = {}
     for message in records:

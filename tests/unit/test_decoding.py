@@ -9,9 +9,10 @@ import zlib
 
 import pytest
 
-from collector.decoding import MAX_GZIP_MEMBERS, GzipInflater, decode_batch
+from collector.decoding import decode_batch
 from collector.errors import BadRequest, PayloadTooLarge
 from collector.limits import exceeds_depth, is_utf8
+from collector.request_body import MAX_GZIP_MEMBERS, GzipInflater
 from tests.factories import batch_body, track_played
 
 

@@ -11,17 +11,10 @@ from typing import Any
 
 import pytest
 from aiokafka.errors import NotLeaderForPartitionError, OutOfOrderSequenceNumber, UnknownProducerId
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from collector.sinks.base import Outcome, Record
 from collector.sinks.kafka_batches import PartitionQueue, sender_failure
-
-
-class Builder:
-    def append(self, **_: Any) -> object:
-        return object()
-
-    def close(self) -> None:
-        pass
 
 
 class FailingProducer:
@@ -30,8 +23,8 @@ class FailingProducer:
     def __init__(self, error: Exception) -> None:
         self.error = error
 
-    def create_batch(self) -> Builder:
-        return Builder()
+    def create_batch(self) -> Any:
+        return BatchBuilder(16_384, 0)
 
     async def send_batch(self, *_: Any, **__: Any) -> Any:
         raise self.error

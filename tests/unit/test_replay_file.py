@@ -373,6 +373,36 @@ async def test_filters_and_dry_run(file_backend: FileBackend, tmp_path: Path) ->
     assert [v["properties"] for v in values(out)] == [{"track_id": "t", "source": "radio"}]
 
 
+async def test_republish_into_a_log_another_process_writes(
+    file_backend: FileBackend, tmp_path: Path
+) -> None:
+    """`--to-topic` into the data dir of a running file-sink collector meets its log's lock:
+    the replay gives up after its request timeout and says who holds the log."""
+    record = event_record(file_backend.prefix, 0)
+    await file_backend.write([record])
+    target = file_backend.prefix + "copy"
+    holder = FileSink(file_backend.data_dir)  # stands for the running collector (a real flock)
+    await holder.start()
+    try:
+        assert await holder.publish([msgspec.structs.replace(record, topic=target)], timeout_s=10)
+        code, counts, err = await run(
+            *file_backend.source_args(),
+            "--topic",
+            record.topic,
+            "--to-topic",
+            target,
+            "--request-timeout-ms",
+            "300",
+        )
+    finally:
+        await holder.stop()
+    assert code == 1, err
+    assert counts["written"] == 0
+    held = topic_path(file_backend.data_dir, target)
+    assert f"another process is writing the file sink's log {held}" in err
+    assert "broker" not in err
+
+
 async def test_parquet_output(file_backend: FileBackend, tmp_path: Path) -> None:
     pq = pytest.importorskip(
         "pyarrow.parquet", reason="Parquet output needs the event-capture[parquet] extra"

@@ -1,14 +1,16 @@
 """The sizing guide (docs/operating.md) quotes the benchmark run it names, not remembered numbers.
 
-Each measured constant the guide's rules use is read from benchmarks/results/latest.json (the
-run `latest.md` reports) and must appear in the guide as that run printed it; a new `make bench`
-run that changes them fails this test until the guide is redone.
+The guide names its run by date (`run of YYYY-MM-DD`); that run's results are kept under
+benchmarks/results/runs/<date>/results.json. Each measured constant the guide's rules use is read
+from there and must appear in the guide as that run printed it, and the table must follow from
+the rules; moving the guide to another run fails this test until the guide is redone.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,13 @@ SIZING = GUIDE[GUIDE.index("## Sizing") :]
 
 
 def latest() -> dict[str, Any]:
-    result: dict[str, Any] = json.loads((ROOT / "benchmarks/results/latest.json").read_text())
+    """The run the guide names."""
+    found = re.search(r"run of (\d{4}-\d{2}-\d{2})", SIZING)
+    assert found, "the sizing guide must name the benchmark run it quotes"
+    path = ROOT / "benchmarks/results/runs" / found.group(1) / "results.json"
+    result: dict[str, Any] = json.loads(path.read_text())
+    assert result["started_at"].startswith(found.group(1))
+    assert not result["options"].get("quick"), "the guide quotes a full run"
     return result
 
 
