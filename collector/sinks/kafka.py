@@ -205,15 +205,17 @@ class KafkaSink(Sink):
 
     async def publish(self, records: Sequence[Record], *, timeout_s: float) -> list[Outcome]:
         producer = self._producer
-        outcomes = [Outcome.RETRIABLE] * len(records)
         if producer is None or not records or self.unavailable or not self._check_producer():
-            return outcomes
-        pending: list[tuple[int, asyncio.Future[Outcome]]] = []
+            return [Outcome.RETRIABLE] * len(records)
+        # per record, in order: its batch's future, or the outcome it was refused with
+        placed: list[asyncio.Future[Outcome] | Outcome] = []
+        place = placed.append
         hashes = KEY_HASHES
+        futures: set[asyncio.Future[Outcome]] = set()
         try:
             async with asyncio.timeout(timeout_s):
                 routes: dict[str, list[PartitionQueue]] = {}
-                for index, record in enumerate(records):  # the hot loop: one pass, no awaits
+                for record in records:  # the hot loop: one pass, no awaits once routes are known
                     queues = routes.get(record.topic)
                     if queues is None:
                         queues = routes[record.topic] = await self._queues_for(
@@ -225,23 +227,23 @@ class KafkaSink(Sink):
                     else:
                         hashed = hashes.get(key)
                         queue = queues[(key_hash(key) if hashed is None else hashed) % len(queues)]
-                    placed = queue.append(record)
-                    if isinstance(placed, Outcome):
-                        outcomes[index] = placed
-                    else:
-                        pending.append((index, placed))
-                if pending:
-                    await asyncio.wait({future for _, future in pending})
+                    place(queue.append(record))
+                futures = {p for p in placed if not isinstance(p, Outcome)}  # a few batches
+                if futures:
+                    await asyncio.wait(futures)
         except TimeoutError:
             log.warning(
                 "kafka did not acknowledge %d records within %.1fs", len(records), timeout_s
             )
+            futures = {p for p in placed if not isinstance(p, Outcome)}
         except KafkaError as exc:  # no metadata for a topic, or the producer was replaced
             log.warning("kafka refused the records: %r", exc)
             return [outcome_of(exc)] * len(records)
-        for index, future in pending:
-            if future.done():
-                outcomes[index] = future.result()
+        answered = {future: future.result() for future in futures if future.done()}
+        retriable = Outcome.RETRIABLE
+        outcomes = [p if isinstance(p, Outcome) else answered.get(p, retriable) for p in placed]
+        # records after a timeout inside the loop were never placed
+        outcomes += [retriable] * (len(records) - len(outcomes))
         return outcomes
 
     async def _queues_for(self, producer: Any, topic: str) -> list[PartitionQueue]:
