@@ -3,9 +3,11 @@
 Reads py-spy's collapsed stacks (benchmarks/profiler.py writes them during the probe at the
 maximum) and puts every sample in one stage: the innermost frame that a rule below knows
 decides it, so `socket.send` under aiokafka's connection counts as the produce request and
-under aiohttp's writer as the HTTP response. With the probe's accepted events and py-spy's
-sample rate, a stage's samples become CPU microseconds per event, which two runs on one
-machine can compare stage by stage. Reads files only; never runs a benchmark.
+under aiohttp's writer as the HTTP response; the event loop's own frames stop the search.
+Samples of a waiting thread (the loop in `select`, an idle pool worker) are not CPU and are
+dropped. Each stage's share of the rest, times the CPU the probe measured per event, gives
+CPU microseconds per event per stage, which two runs can compare stage by stage. Reads files
+only; never runs a benchmark.
 
     python -m benchmarks.profile_stages BEFORE_RESULTS_DIR AFTER_RESULTS_DIR > table.md
 """
@@ -18,8 +20,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
-
-from benchmarks.profiler import SAMPLE_RATE_HZ
 
 # (stage, substrings of a frame); the first stage whose substring is in the innermost known
 # frame wins, so the more specific rules come first.
@@ -60,7 +60,7 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
         # read_body lived in decoding.py before request_body.py took it
         ("read_body (collector/", "GzipInflater", "collector/request_body.py", "aiohttp/", "yarl/"),
     ),
-    ("metrics", ("prometheus_client/", "count_events (collector/reload.py")),
+    ("metrics", ("prometheus_client/", "Plan.count_events")),
     ("decode", ("collector/decoding.py", "collector/limits.py")),
     ("validate", ("collector/validation.py",)),
     ("enrich", ("collector/enrichment.py",)),
@@ -78,12 +78,22 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("handler (ours)", ("collector/",)),
 )
 OTHER = "event loop and other"
+WAITING = "waiting (not CPU)"
 STAGES = (*(stage for stage, _ in RULES), OTHER)
+# The event loop's own frames: a sample whose innermost known frame is one of these is the
+# loop's work (callbacks, timers), not a stage's, whatever runs it (aiohttp's run_app).
+LOOP_FRAMES = ("BaseEventLoop._run_once (asyncio/", "BaseEventLoop.run_forever (asyncio/")
+# Innermost frames of a thread that is waiting, not running: py-spy samples some of them.
+WAITING_FRAMES = ("EpollSelector.select (selectors.py", "_worker (concurrent/futures/thread.py")
 
 
 def stage_of(frames: list[str]) -> str:
     """The stage of one sample, given its frames from outermost to innermost."""
+    if frames and frames[-1].startswith(WAITING_FRAMES):
+        return WAITING
     for frame in reversed(frames):
+        if frame.startswith(LOOP_FRAMES):
+            return OTHER
         for stage, needles in RULES:
             if any(needle in frame for needle in needles):
                 return stage
@@ -91,7 +101,7 @@ def stage_of(frames: list[str]) -> str:
 
 
 def stages(collapsed: str) -> Counter[str]:
-    """Samples per stage in a collapsed-stacks text (`frame;frame;... count` per line)."""
+    """Samples per stage (and WAITING) in a collapsed-stacks text (`frame;... count` lines)."""
     counts: Counter[str] = Counter()
     for line in collapsed.splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -101,18 +111,13 @@ def stages(collapsed: str) -> Counter[str]:
 
 
 def per_event_us(results_dir: Path, sink: str) -> dict[str, float] | None:
-    """CPU µs per event per stage for one sink's probe in a results dir, or None without a
-    profile. The probe's accepted events over its py-spy samples (taken at SAMPLE_RATE_HZ)."""
-    results = (
-        json.loads((results_dir / "latest.json").read_text())
-        if (results_dir / "latest.json").exists()
-        else None
-    )
-    if results is None:
-        candidates = sorted(results_dir.glob("results.json"))
-        if not candidates:
-            return None
-        results = json.loads(candidates[0].read_text())
+    """CPU µs per event per stage for one sink's probe in a results dir (its latest.json or
+    results.json, and the profile it names), or None without a profile: each stage's share of
+    the CPU samples times the collector CPU the probe measured per accepted event."""
+    found = [p for p in (results_dir / "latest.json", results_dir / "results.json") if p.exists()]
+    if not found:
+        return None
+    results = json.loads(found[0].read_text())
     ingest = results.get("http_ingest", {}).get(sink, {})
     profile, probe = ingest.get("profile"), ingest.get("probe")
     if not profile or not probe or "file" not in profile:
@@ -121,8 +126,11 @@ def per_event_us(results_dir: Path, sink: str) -> dict[str, float] | None:
     if not stacks.exists():
         return None
     counts = stages(stacks.read_text())
-    events = probe["accepted_events"]
-    return {stage: counts[stage] / SAMPLE_RATE_HZ / events * 1e6 for stage in STAGES}
+    busy = sum(counts[stage] for stage in STAGES)
+    if not busy:
+        return None
+    us_per_event = probe["server_cpu_s"] / probe["accepted_events"] * 1e6
+    return {stage: counts[stage] / busy * us_per_event for stage in STAGES}
 
 
 def compare(before: dict[str, float], after: dict[str, float]) -> list[dict[str, Any]]:
@@ -147,6 +155,8 @@ def markdown(before_dir: Path, after_dir: Path) -> str:
         out.append("|---|---:|---:|---:|---:|")
         for row in compare(before, after):
             old, new = row["before_us"], row["after_us"]
+            if not old and not new:
+                continue  # another sink's stage
             shares = f"{old / total_before:.0%} | {new:.2f} | {new / total_after:.0%}"
             out.append(f"| {row['stage']} | {old:.2f} | {shares} |")
         out.append("")

@@ -165,6 +165,7 @@ class FileSink(Sink):
         self._logs: dict[str, _TopicLog] = {}
         # set when a log turned out to be another process's: writes nothing from then on
         self._conflict: LogLocked | None = None
+        self._last_failure = "it was never started"  # why records were last not accepted
         self._pending: list[tuple[Sequence[Record], asyncio.Future[list[Outcome]]]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -197,7 +198,7 @@ class FileSink(Sink):
     def unavailable_reason(self) -> str:
         if self._conflict is not None:
             return str(self._conflict)
-        return f"the file sink could not write to {self.data_dir} (see its log)"
+        return f"the file sink did not accept the records: {self._last_failure}"
 
     async def ready(self) -> bool:
         return (
@@ -211,6 +212,8 @@ class FileSink(Sink):
         if not records:
             return []
         if self._writer is None or self._stopping or self._conflict is not None:
+            if self._conflict is None:
+                self._last_failure = "it is not running"
             return [Outcome.RETRIABLE] * len(records)
         future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
         self._pending.append((records, future))
@@ -220,6 +223,7 @@ class FileSink(Sink):
                 # shield: a request that gives up must not cancel the write other requests share
                 return await asyncio.shield(future)
         except TimeoutError:
+            self._last_failure = f"no fsync'd write of {self.data_dir} within {timeout_s:g} s"
             return [Outcome.RETRIABLE] * len(records)
 
     async def _run(self) -> None:
@@ -237,8 +241,9 @@ class FileSink(Sink):
                         log.error("file sink not ready: %s", exc)
                     self._conflict = exc
                     results = [[Outcome.RETRIABLE] * len(r) for r, _ in batch]
-                except OSError:
+                except OSError as exc:
                     log.exception("file sink write failed; answering retriable")
+                    self._last_failure = f"writing to {self.data_dir} failed: {exc}"
                     results = [[Outcome.RETRIABLE] * len(r) for r, _ in batch]
                 for (_, future), outcomes in zip(batch, results, strict=True):
                     if not future.done():

@@ -271,3 +271,17 @@ def test_start_up_refuses_a_log_another_process_writes(tmp_path: Path) -> None:
         os.close(fd)
     check_data_dir(str(data), writers=2)  # the probe itself keeps no lock
     check_data_dir(str(data), writers=2)
+
+
+async def test_the_reason_given_when_records_were_not_accepted(tmp_path: Path) -> None:
+    """What `capture replay --to-topic` prints when a republish gives up: the last cause."""
+    sink = FileSink(tmp_path)
+    record = Record("events.a", None, b"{}", [], 0)
+    assert await sink.publish([record], timeout_s=1) == [Outcome.RETRIABLE]
+    assert sink.unavailable_reason().endswith("it is not running")
+    await sink.start()
+    try:
+        assert await sink.publish([record], timeout_s=0) == [Outcome.RETRIABLE]
+        assert f"no fsync'd write of {tmp_path} within 0 s" in sink.unavailable_reason()
+    finally:
+        await sink.stop()

@@ -12,7 +12,8 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatch
 
 from collector.sinks.base import Outcome, Record
-from collector.sinks.kafka_batches import PartitionQueue
+from collector.sinks.kafka import KafkaSink
+from collector.sinks.kafka_batches import PartitionQueue, partition_index
 
 
 class HeldProducer:
@@ -105,3 +106,38 @@ async def test_fail_all_answers_the_open_batch_too() -> None:
     assert open_batch.result() is Outcome.RETRIABLE
     producer.release()
     assert await first is Outcome.OK  # type: ignore[misc]
+
+
+class InstantProducer(HeldProducer):
+    """Answers every batch at once and remembers which partition it went to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.partitions: list[int] = []
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2, 3, 4}
+
+    async def send_batch(self, builder: Any, topic: str, *, partition: int) -> Any:
+        self.partitions.append(partition)
+        self.release()
+        return await super().send_batch(builder, topic, partition=partition)
+
+
+async def test_publish_places_each_key_where_the_java_partitioner_does() -> None:
+    """KafkaSink.publish inlines partition_index: same partition for every key, keyless
+    records spread over the partitions, and every outcome OK."""
+    sink = KafkaSink("127.0.0.1:1")
+    producer = InstantProducer()
+    sink._producer = producer  # the twin: publish never touches a network
+    keys = [b"user-%d" % i for i in range(40)] + [None] * 40
+    records = [Record("t", k, b"v", [], 0) for k in keys]
+    assert await sink.publish(records, timeout_s=5) == [Outcome.OK] * len(records)
+    assert await sink.publish(records, timeout_s=5) == [Outcome.OK] * len(records)  # cached
+    placed: dict[bytes | None, set[int]] = {}
+    for partition, builder in zip(producer.partitions, producer.sent, strict=True):
+        for _, key, _, _ in read(builder):
+            placed.setdefault(key, set()).add(partition)
+    for key in keys[:40]:
+        assert placed[key] == {partition_index(key, 5)}
+    assert len(placed[None]) > 1  # keyless: a random partition each
