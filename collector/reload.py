@@ -17,11 +17,10 @@ import asyncio
 import logging
 import signal
 import threading
-from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from collector.fanout import (
     RoutingConfig,
@@ -55,6 +54,10 @@ class Plan:
     schemas: SchemaRegistry
     routes: RouteTable
     known_events: frozenset[str]
+    # count_events' labelled counters (and, under None, the Metrics they belong to)
+    _event_counters: dict[tuple[str, int, str] | None, Any] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @property
     def event_versions(self) -> int:
@@ -70,12 +73,33 @@ class Plan:
         return str(version) if known is not None and version in known else UNKNOWN_EVENT_LABEL
 
     def count_events(self, metrics: Metrics, events: Iterable[WireEvent], outcome: str) -> None:
-        """One counter update per (name, version), not per event, labelled by this plan."""
-        counts = Counter((event.event, event.version) for event in events)
-        for (name, version), count in counts.items():
-            metrics.events.labels(
-                self.event_label(name), self.version_label(name, version), outcome
-            ).inc(count)
+        """One counter update per (name, version), not per event, labelled by this plan.
+
+        Counted by name, then version (no tuple per event); each (name, version, outcome)'s
+        counter is looked up once per plan and metrics, and kept only for names and versions
+        the plan has, so what clients send cannot grow the cache.
+        """
+        counts: dict[str, dict[int, int]] = {}
+        for event in events:
+            by_version = counts.get(event.event)
+            if by_version is None:
+                by_version = counts[event.event] = {}
+            by_version[event.version] = by_version.get(event.version, 0) + 1
+        cache = self._event_counters
+        if cache.get(None) is not metrics:  # another app's metrics (tests build several)
+            cache.clear()
+            cache[None] = metrics
+        for name, by_version in counts.items():
+            for version, count in by_version.items():
+                key = (name, version, outcome)
+                counter = cache.get(key)
+                if counter is None:
+                    event_label = self.event_label(name)
+                    version_label = self.version_label(name, version)
+                    counter = metrics.events.labels(event_label, version_label, outcome)
+                    if version_label != UNKNOWN_EVENT_LABEL:  # so the name is known too
+                        cache[key] = counter
+                counter.inc(count)
 
 
 def build_plan(

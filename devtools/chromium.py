@@ -24,6 +24,8 @@ from typing import Any
 
 import aiohttp
 
+from devtools.processes import guard, release
+
 # Flags that work on these machines: no sandbox as root, no GPU, nothing that phones home.
 FLAGS = (
     "--headless",
@@ -113,6 +115,7 @@ class Chromium:
         self.binary = found
         self._profile = tempfile.TemporaryDirectory(prefix="capture-chromium-")
         self._process: asyncio.subprocess.Process | None = None
+        self._guardian: subprocess.Popen[bytes] | None = None  # kills it if we die first
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -144,6 +147,7 @@ class Chromium:
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # its own process group, so stop() can end every child
         )
+        self._guardian = guard(self._process)
         port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + START_TIMEOUT_S
         while not (port_file.exists() and port_file.read_text().strip()):
@@ -229,4 +233,6 @@ class Chromium:
             # renderers and helpers may outlive the main process for a moment
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
+        guardian, self._guardian = self._guardian, None
+        release(guardian)
         self._profile.cleanup()

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from devtools.ports import free_port
-from devtools.processes import terminate
+from devtools.processes import guard, release, terminate
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "haproxy"
 START_TIMEOUT_S = 15.0
@@ -59,6 +59,7 @@ class HAProxy:
         self.extra.write_text(f"global\n    stats socket {self.socket_path} level admin\n")
         self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
+        self._guardian: subprocess.Popen[bytes] | None = None  # kills it if we die first
 
     @property
     def url(self) -> str:
@@ -79,10 +80,13 @@ class HAProxy:
             self._process = subprocess.Popen(
                 command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
+        self._guardian = guard(self._process)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._listening():
             if self._process.poll() is not None:
                 self._process = None
+                release(self._guardian)
+                self._guardian = None
                 raise RuntimeError(f"haproxy exited at start: {self.log_file.read_text()}")
             if time.monotonic() > deadline:
                 self.stop()
@@ -137,6 +141,8 @@ class HAProxy:
         process, self._process = self._process, None
         if process is not None:
             terminate(process, STOP_TIMEOUT_S)  # hard stop: the tests' load has ended
+        guardian, self._guardian = self._guardian, None
+        release(guardian)
         shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def __enter__(self) -> HAProxy:

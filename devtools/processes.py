@@ -1,5 +1,5 @@
-"""Child processes of the dev tools (Kafka JVMs, HAProxy, Prometheus): stopping them, and
-making sure they do not outlive the Python process that started them. Starts nothing itself.
+"""Child processes of the dev tools (Kafka JVMs, HAProxy, Prometheus, Chromium): stopping them,
+and making sure they do not outlive the Python process that started them. Starts nothing itself.
 """
 
 from __future__ import annotations
@@ -7,6 +7,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from typing import Protocol
+
+
+class _Child(Protocol):
+    @property
+    def pid(self) -> int: ...
 
 
 def terminate(process: subprocess.Popen[bytes], timeout_s: float) -> None:
@@ -30,13 +36,14 @@ _GUARDIAN = (
 )
 
 
-def guard(process: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+def guard(process: _Child) -> subprocess.Popen[bytes]:
     """A guardian that SIGKILLs `process` (started with `start_new_session`) once this Python
     process is gone, however it went: a killed test run must not leave JVMs holding ports and
     gigabytes. It reads a pipe only this process holds, and end-of-file comes when this
     process dies. (Not PR_SET_PDEATHSIG: that fires when the *thread* that started the child
     ends, and nodes are restarted from `asyncio.to_thread` workers.) End the guardian with
-    `release()` once `process` has been stopped the normal way.
+    `release()` once `process` has been stopped the normal way. `process` is a
+    subprocess.Popen or an asyncio subprocess: only its pid is read.
     """
     return subprocess.Popen(
         [sys.executable, "-I", "-c", _GUARDIAN, str(process.pid)],

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from devtools.ports import free_port
-from devtools.processes import terminate
+from devtools.processes import guard, release, terminate
 
 ALERTS = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "alerts.yml"
 # Prometheus replays no WAL on a fresh TSDB; on a loaded 2-core machine it is ready in seconds.
@@ -63,6 +63,7 @@ class PrometheusServer:
             ],
         }
         self._process: subprocess.Popen[bytes] | None = None
+        self._guardian: subprocess.Popen[bytes] | None = None  # kills it if we die first
 
     @property
     def url(self) -> str:
@@ -87,10 +88,13 @@ class PrometheusServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        self._guardian = guard(self._process)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._ready():
             if self._process.poll() is not None:
                 self._process = None
+                release(self._guardian)
+                self._guardian = None
                 raise RuntimeError(f"prometheus exited at start; see {self.log_file}")
             if time.monotonic() > deadline:
                 self.stop()
@@ -130,6 +134,8 @@ class PrometheusServer:
         process, self._process = self._process, None
         if process is not None:
             terminate(process, STOP_TIMEOUT_S)
+        guardian, self._guardian = self._guardian, None
+        release(guardian)
         shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def __enter__(self) -> PrometheusServer:
