@@ -7,6 +7,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 POLL_S = 0.02
 
@@ -30,3 +31,22 @@ def wait_ready(port: int, process: subprocess.Popen[bytes], *, timeout_s: float 
         except OSError:
             assert time.monotonic() < deadline, "collector never became ready"
             time.sleep(0.1)
+
+
+def process_alive(pid: int) -> bool:
+    """Running and not a zombie (an orphan's zombie waits for whoever reaps it here)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def wait_process_gone(pid: int, timeout_s: float = 10.0) -> bool:
+    """Whether process `pid` ended (or became a zombie) within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while process_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

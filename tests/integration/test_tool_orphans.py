@@ -9,10 +9,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.waiting import process_alive, wait_process_gone
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,28 +44,6 @@ STARTERS = {
 }
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is dead for our purpose (its parent, the killed starter, is gone)
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def wait_dead(pid: int, timeout_s: float = 15) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 @pytest.mark.parametrize("tool", sorted(STARTERS))
 def test_the_tool_dies_with_the_process_that_started_it(tool: str) -> None:
     code = textwrap.dedent(STARTERS[tool]) + "\nimport time\ntime.sleep(120)\n"
@@ -79,13 +58,13 @@ def test_the_tool_dies_with_the_process_that_started_it(tool: str) -> None:
         pytest.fail(f"{tool} did not start: {parent.stderr.read().decode()[-2000:]}")
     pid = int(line)
     try:
-        assert alive(pid)
+        assert process_alive(pid)
         parent.kill()
         parent.wait()
-        assert wait_dead(pid), f"{tool} outlived the process that started it"
+        assert wait_process_gone(pid, timeout_s=15), f"{tool} outlived the process that started it"
     finally:
         parent.stdout.close()
         if parent.stderr is not None:
             parent.stderr.close()
-        if alive(pid):
+        if process_alive(pid):
             os.killpg(pid, signal.SIGKILL)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from devtools.kafka import new_cluster_id
 from devtools.processes import guard, release
+from tests.waiting import process_alive, wait_process_gone
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,24 +24,6 @@ def test_cluster_ids_never_look_like_an_option() -> None:
     assert len(ids) == 2_000
     assert not any(cluster_id.startswith("-") for cluster_id in ids)
     assert all(len(base64.urlsafe_b64decode(cluster_id + "==")) == 16 for cluster_id in ids)
-
-
-def alive(pid: int) -> bool:
-    """Running and not a zombie (an orphan's zombie waits for whoever reaps it here)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
-
-
-def wait_dead(pid: int, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_a_guarded_process_dies_with_the_python_process_that_started_it() -> None:
@@ -66,15 +49,15 @@ def test_a_guarded_process_dies_with_the_python_process_that_started_it() -> Non
     assert parent.stdout is not None
     child_pid, guardian_pid = map(int, parent.stdout.readline().split())
     try:
-        assert alive(child_pid)
+        assert process_alive(child_pid)
         parent.kill()
         parent.wait()
-        assert wait_dead(child_pid), "the guarded process outlived its parent"
-        assert wait_dead(guardian_pid)
+        assert wait_process_gone(child_pid), "the guarded process outlived its parent"
+        assert wait_process_gone(guardian_pid)
     finally:
         parent.stdout.close()
         for pid in (child_pid, guardian_pid):
-            if alive(pid):
+            if process_alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
 
