@@ -50,7 +50,8 @@ export type DropReason =
   | "too_large" // over maxEventBytes once encoded
   | "queue_full" // maxQueueEvents already queued
   | "expired" // older than maxEventAgeMs and still not delivered
-  | "closed"; // tracked after shutdown()
+  | "closed" // tracked after shutdown()
+  | "opted_out"; // queued before optOut() and not yet sent: it never will be
 
 export interface DroppedEvent {
   event_id: string;
@@ -404,9 +405,18 @@ export function createClient<E extends PlanEvent = TrackedEvent>(options: Option
     return "done";
   }
 
+  // Opted out (here or in another tab of the origin): what is still queued is not sent. A
+  // batch the browser already has cannot be recalled; if it fails, it is dropped here next.
+  function purgeOptedOut(): boolean {
+    if (read("optout") !== "1") return false;
+    const left = queue.entries().filter((e) => !inFlight.has(e.id));
+    dropEntries(left, "opted_out", "queued before optOut()");
+    return true;
+  }
+
   async function drain(): Promise<void> {
     for (;;) {
-      if (!online() || Date.now() < retryAt) return;
+      if (purgeOptedOut() || !online() || Date.now() < retryAt) return;
       const batch = nextBatch(o.maxBatchBytes, inFlight);
       if (!batch) return;
       for (const e of batch.entries) inFlight.add(e.id);
@@ -445,7 +455,7 @@ export function createClient<E extends PlanEvent = TrackedEvent>(options: Option
   function unload(): void {
     // a collector that failed the last attempt (or no network) would lose what is handed to
     // it now: leave the events stored, and the next page of this origin sends them
-    if (attempt > 0 || !online()) return;
+    if (purgeOptedOut() || attempt > 0 || !online()) return;
     for (;;) {
       const budget = KEEPALIVE_BUDGET_BYTES - UNLOAD_HEADROOM_BYTES;
       const room = Math.min(o.maxBatchBytes, budget - keepaliveBytes - beaconBytes);
@@ -605,7 +615,10 @@ export function createClient<E extends PlanEvent = TrackedEvent>(options: Option
       storage_errors: queue.storageErrors,
       dropped: { ...dropped },
     }),
-    optOut: () => write("optout", "1"),
+    optOut: () => {
+      write("optout", "1");
+      purgeOptedOut();
+    },
     optIn: () => write("optout", null),
     get anonymousId() {
       return aid();

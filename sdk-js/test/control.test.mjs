@@ -3,7 +3,7 @@
 // (issue 13), against the built ESM (dist/) in a fake browser (env.mjs).
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
-import { MemoryStorage, installBrowser, played } from "./env.mjs";
+import { MemoryStorage, installBrowser, played, until } from "./env.mjs";
 
 installBrowser();
 const sdk = await import("../dist/index.js");
@@ -130,4 +130,47 @@ test("storage off: the controls still hold (opt-out lives in memory for the page
   const client = createClient({ ...fast, storage: new MemoryStorage(0) });
   client.optOut();
   assert.equal(client.track(played(1)), null);
+});
+
+test("optOut() drops what was queued before it, counted with a reason, and sends none of it", async () => {
+  const { requests, beacons } = installBrowser();
+  const reports = [];
+  const client = createClient({ ...fast, flushIntervalMs: 60_000, onError: (d) => reports.push(...d) });
+  const ids = [client.track(played(1)), client.track(played(2)), client.page()];
+  client.optOut();
+  window.dispatchEvent(new Event("pagehide")); // nor at page hide
+  assert.equal(await client.flush(100), true);
+  assert.deepEqual([requests.length, beacons.length], [0, 0]);
+  assert.deepEqual(keys().filter((k) => k !== "ec:k:optout" && k !== "ec:k:aid"), [], "nothing queued");
+  assert.deepEqual(client.stats().dropped, { opted_out: 3 });
+  assert.deepEqual(reports.map((r) => [r.event_id, r.reason]), ids.map((id) => [id, "opted_out"]));
+  assert.equal(client.stats().tracked, 3, "they were accepted by track(): counted, then dropped");
+});
+
+test("a batch that failed while in flight is dropped, not sent again, once opted out", async () => {
+  installBrowser();
+  // clients of earlier tests still send through the global fetch: this one has its own
+  // endpoint, answered here (a 503 held until the test says so)
+  const endpoint = "http://held-collector";
+  const mine = [];
+  let answer;
+  const held = new Promise((resolve) => (answer = resolve));
+  const send = globalThis.fetch;
+  globalThis.fetch = async (url, init) => {
+    if (!url.startsWith(endpoint)) return send(url, init);
+    mine.push(JSON.parse(init.body));
+    await held;
+    return new Response('{"error":"unavailable"}', { status: 503, headers: { "Retry-After": "0" } });
+  };
+  const reports = [];
+  const client = createClient({ ...fast, endpoint, onError: (d) => reports.push(...d) });
+  const id = client.track(played(1));
+  await until(() => mine.length === 1); // in the browser's hands
+  client.optOut();
+  assert.deepEqual(reports, [], "a batch in flight cannot be recalled: not dropped yet");
+  answer(); // back in the queue, where the next attempt finds the opt-out
+  await until(() => reports.length === 1);
+  await new Promise((r) => setTimeout(r, 50)); // room for a retry that must not come
+  assert.deepEqual(mine.map((body) => body.batch.map((e) => e.event_id)), [[id]]);
+  assert.deepEqual([reports[0].event_id, reports[0].reason], [id, "opted_out"]);
 });
