@@ -25,6 +25,7 @@ from collector.sinks.base import Outcome, Record
 from collector.sinks.file import topic_path
 from collector.sinks.kafka import KafkaSink
 from tests.factories import track_played
+from tests.file_logs import write_as
 from tests.unit.test_replay_file import T0_MS, dead_letters, write_plan
 
 MAIN_EVENTS = 2_000
@@ -184,21 +185,11 @@ def write_file_log(data_dir: Path, records: Sequence[Record], letters: Sequence[
     the dead letters (partition 1 only), worker 0 the later half (partition 0, which ends in
     a torn line). Partition 0 holds the later copies of duplicated ids: dedup must go by
     (partition, offset), not by time."""
-    from collector.sinks.file import FileSink
-
-    async def publish(batch: Sequence[Record], writer: int) -> None:
-        sink = FileSink(data_dir, writer=writer)
-        await sink.start()
-        try:
-            assert await sink.publish(batch, timeout_s=30) == [Outcome.OK] * len(batch)
-        finally:
-            await sink.stop()
-
     half = len(records) // 2
-    asyncio.run(publish([*records[:half], *letters], 1))
+    asyncio.run(write_as(data_dir, 1, [*records[:half], *letters]))
     with topic_path(data_dir, records[0].topic, 1).open("ab") as log:
         log.write(b"this is no log line\n")
-    asyncio.run(publish(records[half:], 0))
+    asyncio.run(write_as(data_dir, 0, records[half:]))
     with topic_path(data_dir, records[0].topic).open("ab") as log:
         log.write(b'{"offset": 99999, "torn')
 

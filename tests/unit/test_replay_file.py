@@ -24,11 +24,12 @@ from collector.cli import main
 from collector.replay.progress import Progress
 from collector.replay.select import Filter, parse_where
 from collector.routing import RouteTable, Topics, route
-from collector.sinks.base import Outcome, Record
+from collector.sinks.base import Record
 from collector.sinks.file import FileSink, LogLine, topic_path
 from collector.validation import InvalidEvent, validate_event
 from event_schemas import load_registry
 from tests.factories import track_played
+from tests.file_logs import write_as
 
 T0_MS = int(dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC).timestamp() * 1000)
 
@@ -52,12 +53,7 @@ class FileBackend:
         return ["--data-dir", str(self.data_dir)]
 
     async def write(self, records: Sequence[Record]) -> None:
-        sink = FileSink(self.data_dir)
-        await sink.start()
-        try:
-            assert await sink.publish(records, timeout_s=10) == [Outcome.OK] * len(records)
-        finally:
-            await sink.stop()
+        await write_as(self.data_dir, 0, records)
 
     async def read(self, topic: str, expected: int) -> list[Record]:
         path = topic_path(self.data_dir, topic)
@@ -445,16 +441,6 @@ def test_progress_only_on_a_terminal() -> None:
 
 
 # ---- partitions: one log per collector worker (issue #17) ----------------------------------
-
-
-async def write_as(data_dir: Path, writer: int, records: Sequence[Record]) -> None:
-    """Through the real sink of collector worker `writer` (partition `writer` of each topic)."""
-    sink = FileSink(data_dir, writer=writer)
-    await sink.start()
-    try:
-        assert await sink.publish(records, timeout_s=10) == [Outcome.OK] * len(records)
-    finally:
-        await sink.stop()
 
 
 def positions(path: Path) -> list[tuple[int, int, str, int]]:
