@@ -54,8 +54,8 @@ class Plan:
     schemas: SchemaRegistry
     routes: RouteTable
     known_events: frozenset[str]
-    # count_events' labelled counters (and, under None, the Metrics they belong to)
-    _event_counters: dict[tuple[str, int, str] | None, Any] = field(
+    # count_events' labelled counters, per Metrics (one in a collector; tests build several)
+    _event_counters: dict[Metrics, dict[tuple[str, int, str], Any]] = field(
         default_factory=dict, compare=False, repr=False
     )
 
@@ -85,10 +85,9 @@ class Plan:
             if by_version is None:
                 by_version = counts[event.event] = {}
             by_version[event.version] = by_version.get(event.version, 0) + 1
-        cache = self._event_counters
-        if cache.get(None) is not metrics:  # another app's metrics (tests build several)
-            cache.clear()
-            cache[None] = metrics
+        cache = self._event_counters.get(metrics)
+        if cache is None:
+            cache = self._event_counters[metrics] = {}
         for name, by_version in counts.items():
             for version, count in by_version.items():
                 key = (name, version, outcome)

@@ -165,7 +165,7 @@ class FileSink(Sink):
         self._logs: dict[str, _TopicLog] = {}
         # set when a log turned out to be another process's: writes nothing from then on
         self._conflict: LogLocked | None = None
-        self._last_failure = "it was never started"  # why records were last not accepted
+        self._last_failure = "it is not running"  # why records were last not accepted
         self._pending: list[tuple[Sequence[Record], asyncio.Future[list[Outcome]]]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,11 +19,10 @@ from aiokafka.errors import KafkaError
 
 from collector.sinks.base import Outcome, Record, Sink
 from collector.sinks.kafka_batches import (
-    KEY_HASHES,
     PartitionQueue,
     ProducerGone,
-    key_hash,
     outcome_of,
+    partition_index,
     read_failed_batches,
     sender_failure,
 )
@@ -210,7 +208,6 @@ class KafkaSink(Sink):
         # per record, in order: its batch's future, or the outcome it was refused with
         placed: list[asyncio.Future[Outcome] | Outcome] = []
         place = placed.append
-        hashes = KEY_HASHES
         futures: set[asyncio.Future[Outcome]] = set()
         try:
             async with asyncio.timeout(timeout_s):
@@ -221,13 +218,7 @@ class KafkaSink(Sink):
                         queues = routes[record.topic] = await self._queues_for(
                             producer, record.topic
                         )
-                    key = record.key  # partition_index, inlined
-                    if key is None:
-                        queue = queues[random.randrange(len(queues))]
-                    else:
-                        hashed = hashes.get(key)
-                        queue = queues[(key_hash(key) if hashed is None else hashed) % len(queues)]
-                    place(queue.append(record))
+                    place(queues[partition_index(record.key, len(queues))].append(record))
                 futures = {p for p in placed if not isinstance(p, Outcome)}  # a few batches
                 if futures:
                     await asyncio.wait(futures)

@@ -24,28 +24,23 @@ log = logging.getLogger(__name__)
 # Keys are user ids, which repeat: caching their murmur2 (pure Python in aiokafka) saves most
 # of the partitioning cost. Cleared when full, so memory stays bounded.
 _HASH_CACHE_MAX = 65_536
-KEY_HASHES: dict[bytes, int] = {}  # key -> murmur2 hash; read by KafkaSink.publish
-
-
-def key_hash(key: bytes) -> int:
-    """The Java client's default partitioner's hash of a key: murmur2, positive. Cached."""
-    hashed = KEY_HASHES.get(key)
-    if hashed is None:
-        if len(KEY_HASHES) >= _HASH_CACHE_MAX:
-            KEY_HASHES.clear()
-        hashed = KEY_HASHES[key] = murmur2(key) & 0x7FFFFFFF
-    return hashed
+_hash_cache: dict[bytes, int] = {}
 
 
 def partition_index(key: bytes | None, count: int) -> int:
     """The Java client's default partitioner: murmur2 of the key, positive, modulo count.
 
     Returns an index into the topic's partitions in ascending order; keyless records go to
-    a random partition. (KafkaSink.publish inlines this with the same cache.)
+    a random partition.
     """
     if key is None:
         return random.randrange(count)
-    return key_hash(key) % count
+    hashed = _hash_cache.get(key)
+    if hashed is None:
+        if len(_hash_cache) >= _HASH_CACHE_MAX:
+            _hash_cache.clear()
+        hashed = _hash_cache[key] = murmur2(key) & 0x7FFFFFFF
+    return hashed % count
 
 
 class ProducerGone(KafkaError):  # type: ignore[misc]  # aiokafka ships no type hints
@@ -160,7 +155,7 @@ class PartitionQueue:
         builder, future = self._open, self._open_future
         if builder is None or future is None:
             return
-        builder._relative_offset = self._open_count  # what aiokafka's record_count() reads
+        builder._relative_offset = self._open_count  # what aiokafka's record_count() reads  # what aiokafka's record_count() reads
         builder.close()
         self._batches.append((builder, future))
         self._open = self._open_append = self._open_future = None

@@ -125,8 +125,8 @@ class InstantProducer(HeldProducer):
 
 
 async def test_publish_places_each_key_where_the_java_partitioner_does() -> None:
-    """KafkaSink.publish inlines partition_index: same partition for every key, keyless
-    records spread over the partitions, and every outcome OK."""
+    """KafkaSink.publish places records by partition_index: the same partition for every
+    key, keyless records spread over the partitions, and every outcome OK."""
     sink = KafkaSink("127.0.0.1:1")
     producer = InstantProducer()
     sink._producer = producer  # the twin: publish never touches a network
