@@ -155,7 +155,7 @@ class PartitionQueue:
         builder, future = self._open, self._open_future
         if builder is None or future is None:
             return
-        builder._relative_offset = self._open_count  # what aiokafka's record_count() reads  # what aiokafka's record_count() reads
+        builder._relative_offset = self._open_count  # what aiokafka's record_count() reads
         builder.close()
         self._batches.append((builder, future))
         self._open = self._open_append = self._open_future = None
